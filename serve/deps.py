@@ -1,0 +1,48 @@
+"""FastAPI dependencies: the app state, the calling tenant, the admin check."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from serve.errors import ApiError
+from serve.state import AppState
+from serve.tenants import Tenant
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.loraplex  # type: ignore[no-any-return]
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(
+            401,
+            "Missing API key: send 'Authorization: Bearer <key>'. "
+            "`loraplex tenants create NAME` makes one.",
+            "missing_api_key",
+        )
+    return token.strip()
+
+
+def get_tenant(request: Request, state: Annotated[AppState, Depends(get_state)]) -> Tenant:
+    tenant = state.tenants.authenticate(bearer_token(request))
+    if tenant is None:
+        raise ApiError(401, "Incorrect API key provided.", "invalid_api_key")
+    request.state.tenant = tenant.name
+    return tenant
+
+
+def require_admin(request: Request, state: Annotated[AppState, Depends(get_state)]) -> None:
+    if not hmac.compare_digest(bearer_token(request), state.admin_key):
+        raise ApiError(401, "This endpoint needs the admin key.", "invalid_admin_key")
+    request.state.tenant = "_admin"
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+TenantDep = Annotated[Tenant, Depends(get_tenant)]
+AdminDep = Annotated[None, Depends(require_admin)]

@@ -1,0 +1,67 @@
+"""Prometheus metrics: requests, latency, tokens, by tenant, model and route."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    """One registry per app, so tests and several apps in one process do not collide."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "loraplex_requests",
+            "HTTP requests handled by the gateway.",
+            ["tenant", "model", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "loraplex_request_latency_seconds",
+            "End-to-end latency of chat completions (to the last byte for streams).",
+            ["tenant", "model", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.ttft = Histogram(
+            "loraplex_time_to_first_token_seconds",
+            "Time to the first streamed chunk.",
+            ["tenant", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "loraplex_tokens",
+            "Tokens processed, by kind (prompt or completion).",
+            ["tenant", "model", "kind"],
+            registry=self.registry,
+        )
+        self.adapter_loads = Counter(
+            "loraplex_adapter_loads",
+            "Adapter loads into vLLM replicas, by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+
+    def observe_chat(
+        self,
+        *,
+        tenant: str,
+        model: str,
+        route: str,
+        status: int,
+        seconds: float,
+        usage: dict[str, int] | None,
+    ) -> None:
+        self.requests.labels(tenant, model, route, str(status)).inc()
+        self.latency.labels(tenant, model, route).observe(seconds)
+        if usage:
+            self.tokens.labels(tenant, model, "prompt").inc(usage.get("prompt_tokens") or 0)
+            self.tokens.labels(tenant, model, "completion").inc(
+                usage.get("completion_tokens") or 0
+            )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,118 @@
+"""Per-request routing: which of the four paths (prompt, rag, adapter, combined) a chat takes.
+
+Explicit choices win (an adapter named in `model`, or `loraplex.route` / `loraplex.adapter`);
+with `model: "auto"` and no explicit route, retrieval strength decides whether the tenant's
+documents have something to say. Every decision carries a human-readable reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from serve.errors import ApiError, model_not_found
+from serve.protocol import ChatCompletionRequest
+from serve.tenants import Tenant
+
+AUTO = "auto"
+
+
+@dataclass
+class Decision:
+    """The path a request takes, and why."""
+
+    route: str
+    served_model: str
+    adapter: Any = None  # adapters.registry.AdapterVersion
+    reason: str = ""
+    scores: dict[str, float] = field(default_factory=dict)
+    retrieval: Any = None  # the search result, reused for prompt assembly
+
+
+class Router:
+    """Resolve the request's model and route against the tenant's policy."""
+
+    def __init__(self, base_model: str, registry: Any = None, retrieval: Any = None) -> None:
+        self.base_model = base_model
+        self.registry = registry
+        self.retrieval = retrieval
+
+    def resolve_adapter(self, name: str, tenant: Tenant) -> Any:
+        if self.registry is None:
+            return None
+        return self.registry.resolve_for_tenant(name, tenant.name)
+
+    def decide(self, req: ChatCompletionRequest, tenant: Tenant, query: str) -> Decision:
+        opts = req.loraplex
+        policy = tenant.policy
+        adapter = None
+        if req.model == self.base_model:
+            if not policy.allow_base_model and self.base_model not in policy.models:
+                raise model_not_found(req.model)
+        elif req.model != AUTO:
+            adapter = self.resolve_adapter(req.model, tenant)
+            if adapter is None:
+                raise model_not_found(req.model)
+        if opts.adapter:
+            if adapter is not None and opts.adapter != req.model:
+                raise ApiError(
+                    400,
+                    f"'model' names adapter {req.model!r} but loraplex.adapter names "
+                    f"{opts.adapter!r}: name the adapter once",
+                    "conflicting_adapter",
+                    param="loraplex.adapter",
+                )
+            adapter = self.resolve_adapter(opts.adapter, tenant)
+            if adapter is None:
+                raise model_not_found(opts.adapter)
+
+        route = opts.route
+        reason = "requested by the caller"
+        scores: dict[str, float] = {}
+        result = None
+        if route == AUTO:
+            route, reason, scores, result = self._auto(adapter, tenant, query, opts.top_k)
+        elif route in ("adapter", "combined") and adapter is None:
+            raise ApiError(
+                400,
+                f"route {route!r} needs an adapter: set 'model' to an adapter name or "
+                "'loraplex.adapter'",
+                "adapter_required",
+                param="loraplex.route",
+            )
+        elif route in ("prompt", "rag") and adapter is not None and req.model != AUTO:
+            route = "adapter" if route == "prompt" else "combined"
+        if route not in policy.routes:
+            raise ApiError(
+                403,
+                f"route {route!r} is not allowed for this tenant (allowed: {policy.routes})",
+                "route_not_allowed",
+                param="loraplex.route",
+            )
+        if route in ("rag", "combined") and self.retrieval is None:
+            raise ApiError(503, "retrieval is not configured on this gateway", "no_retrieval")
+        served = adapter.served_name if route in ("adapter", "combined") else self.base_model
+        return Decision(route, served, adapter, reason, scores, result)
+
+    def _auto(
+        self, adapter: Any, tenant: Tenant, query: str, top_k: int
+    ) -> tuple[str, str, dict[str, float], Any]:
+        wants_rag = self.retrieval is not None and any(
+            r in tenant.policy.routes for r in ("rag", "combined")
+        )
+        result = None
+        scores: dict[str, float] = {}
+        strong = False
+        if wants_rag and query:
+            result = self.retrieval.search(tenant.name, query, top_k=top_k)
+            strength = getattr(result, "strength", None) or {}
+            scores = {f"retrieval_{k}": float(v) for k, v in dict(strength).items()}
+            strong = scores.get("retrieval_top", 0.0) >= tenant.policy.rag_min_score
+        threshold = tenant.policy.rag_min_score
+        if adapter is not None:
+            if strong:
+                return "combined", f"adapter chosen and retrieval score >= {threshold}", scores, result
+            return "adapter", "adapter chosen; retrieval has nothing strong to add", scores, result
+        if strong:
+            return "rag", f"top retrieval score >= {threshold}", scores, result
+        return "prompt", "no adapter chosen and no strong retrieval match", scores, None

@@ -1,0 +1,118 @@
+"""`POST /v1/chat/completions` and `GET /v1/models`: the OpenAI surface tenants call."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from sse_starlette import EventSourceResponse
+
+from serve.chat import complete, stream_events
+from serve.deps import StateDep, TenantDep
+from serve.errors import ApiError, model_not_found
+from serve.protocol import ChatCompletionRequest
+
+router = APIRouter(tags=["openai"])
+
+
+async def parse_chat_request(request: Request) -> ChatCompletionRequest:
+    """Parse and validate the body ourselves, so every mistake gets a 400 that names the field."""
+    raw = await request.body()
+    try:
+        payload = json.loads(raw or b"null")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, f"The body is not valid JSON: {exc}", "invalid_json") from None
+    if not isinstance(payload, dict):
+        raise ApiError(400, "The body must be a JSON object.", "invalid_json")
+    try:
+        return ChatCompletionRequest.model_validate(payload)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise ApiError(
+            400, f"Invalid '{loc}': {err['msg']}", "invalid_request", param=loc or None
+        ) from None
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request, state: StateDep, tenant: TenantDep) -> Any:
+    """OpenAI chat completions, streamed (SSE) or not, routed per tenant."""
+    started = time.perf_counter()
+    req = await parse_chat_request(request)
+    metrics = state.extras["metrics"]
+    route = "unrouted"
+    try:
+        outcome = await complete(state, tenant, req)
+    except ApiError as exc:
+        metrics.observe_chat(
+            tenant=tenant.name, model=req.model, route=route, status=exc.status_code,
+            seconds=time.perf_counter() - started, usage=None,
+        )  # fmt: skip
+        raise
+    decision = outcome.decision
+    headers = {
+        "x-loraplex-route": decision.route,
+        "x-loraplex-adapter": (
+            f"{decision.adapter.name}@{decision.adapter.version}" if decision.adapter else ""
+        ),
+    }
+    if outcome.stream is not None:
+
+        def done(status: int, usage: dict[str, int] | None) -> None:
+            metrics.observe_chat(
+                tenant=tenant.name, model=req.model, route=decision.route, status=status,
+                seconds=time.perf_counter() - started, usage=usage,
+            )  # fmt: skip
+
+        return EventSourceResponse(
+            stream_events(outcome, req, done), headers=headers, ping=15, sep="\n"
+        )
+    metrics.observe_chat(
+        tenant=tenant.name, model=req.model, route=decision.route, status=200,
+        seconds=time.perf_counter() - started, usage=(outcome.body or {}).get("usage"),
+    )  # fmt: skip
+    return JSONResponse(outcome.body, headers=headers)
+
+
+def _model_card(model_id: str, created: int, owned_by: str, **extra: Any) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": owned_by, **extra}
+
+
+def visible_models(state: StateDep, tenant: TenantDep) -> list[dict[str, Any]]:
+    settings = state.settings
+    now = int(time.time())
+    cards = [_model_card("auto", now, "loraplex", parent=settings.base_model)]
+    if tenant.policy.allow_base_model or settings.base_model in tenant.policy.models:
+        cards.append(_model_card(settings.base_model, now, "loraplex", root=settings.base_model))
+    if state.registry is not None:
+        for av in state.registry.list_for_tenant(tenant.name):
+            created = getattr(av, "created_at", None)
+            cards.append(
+                _model_card(
+                    av.name,
+                    int(created.timestamp()) if created else now,
+                    getattr(av, "owner", None) or "loraplex",
+                    parent=settings.base_model,
+                    root=settings.base_model,
+                    version=av.version,
+                )
+            )
+    return cards
+
+
+@router.get("/v1/models")
+async def list_models(state: StateDep, tenant: TenantDep) -> dict[str, Any]:
+    """The models this tenant may call: `auto`, the base model and its adapters."""
+    return {"object": "list", "data": visible_models(state, tenant)}
+
+
+@router.get("/v1/models/{model_id:path}")
+async def get_model(model_id: str, state: StateDep, tenant: TenantDep) -> dict[str, Any]:
+    for card in visible_models(state, tenant):
+        if card["id"] == model_id:
+            return card
+    raise model_not_found(model_id)

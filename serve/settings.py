@@ -1,0 +1,138 @@
+"""Settings for one loraplex process: one class, read once, `LORAPLEX_` prefix, optional YAML file.
+
+Precedence: environment variables > YAML config file (`loraplex up --config FILE`) > defaults.
+Nothing else in loraplex reads the environment; the libraries (`adapters`, `retrieval`,
+`training`) take explicit parameters built from this object.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
+
+
+class ConfigError(ValueError):
+    """A config file or setting the user must fix."""
+
+
+class Settings(BaseSettings):
+    """Everything a loraplex process can be told. Field help doubles as documentation."""
+
+    model_config = SettingsConfigDict(env_prefix="LORAPLEX_", extra="forbid")
+
+    # -- where things live --------------------------------------------------------------------
+    data_dir: Path = Field(Path("data"), description="Root for the database, models, stores, logs.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite under data_dir. PostgreSQL works too."
+    )
+
+    # -- gateway ------------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Gateway bind address.")
+    port: int = Field(8000, ge=1, le=65535, description="Gateway port.")
+    admin_key: SecretStr | None = Field(
+        None, description="Admin API key; generated on first run and kept in data_dir if unset."
+    )
+    demo_tenant: str | None = Field("demo", description="Tenant created on first `up`; '' for none.")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest JSON request body (bytes).")
+    max_upload_bytes: int = Field(
+        64 << 20, ge=1024, description="Largest upload (adapter archives, documents)."
+    )
+    request_timeout_s: float = Field(120.0, gt=0, description="Timeout for one call to vLLM.")
+    num_retries: int = Field(1, ge=0, le=5, description="litellm retries against vLLM replicas.")
+
+    # -- base model ---------------------------------------------------------------------------
+    base_model: str = Field(
+        DEFAULT_BASE_MODEL, description="Name the base model is served and addressed under."
+    )
+    model_dir: Path | None = Field(
+        None,
+        description="Local Hugging Face model directory; default data_dir/models/<base_model>, "
+        "prepared by `loraplex models pull`.",
+    )
+
+    # -- vLLM ---------------------------------------------------------------------------------
+    vllm_urls: list[str] = Field(
+        default_factory=list,
+        description="Already-running vLLM servers (base URLs). Empty: loraplex starts one.",
+    )
+    vllm_host: str = Field("127.0.0.1", description="Bind address of the vLLM loraplex starts.")
+    vllm_port: int = Field(8100, ge=1, le=65535, description="Port of the vLLM loraplex starts.")
+    vllm_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: CUDA when a GPU is visible, else the CPU build."
+    )
+    vllm_dtype: str = Field("auto", description="auto: float32 on CPU (no bf16 on AVX2), else auto.")
+    vllm_max_model_len: int = Field(2048, ge=128, description="Context window served.")
+    vllm_max_lora_rank: int = Field(16, ge=1, le=512, description="Largest adapter rank accepted.")
+    vllm_max_loras: int = Field(4, ge=1, description="Adapters resident in one batch.")
+    vllm_cpu_kvcache_gib: int = Field(2, ge=1, description="KV cache size on CPU (GiB).")
+    vllm_start_timeout_s: float = Field(600.0, gt=0, description="How long to wait for readiness.")
+    vllm_extra_args: list[str] = Field(default_factory=list, description="Passed to vLLM as is.")
+
+    # -- retrieval ----------------------------------------------------------------------------
+    chroma_url: str | None = Field(None, description="Chroma server URL; unset: embedded store.")
+    embedding_model: Path | None = Field(
+        None, description="Local sentence-transformers dir; default the bundled all-MiniLM-L6-v2."
+    )
+
+    @field_validator("vllm_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [u.strip() for u in value.split(",") if u.strip()]
+        return value
+
+    @field_validator("vllm_urls")
+    @classmethod
+    def _check_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"vLLM URL {url!r} must start with http:// or https://")
+        return [u.rstrip("/").removesuffix("/v1") for u in value]
+
+    # -- derived paths ------------------------------------------------------------------------
+    @property
+    def resolved_model_dir(self) -> Path:
+        return self.model_dir or self.data_dir / "models" / self.base_model
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'loraplex.db').resolve()}"
+
+    @property
+    def adapter_store_dir(self) -> Path:
+        return self.data_dir / "adapters"
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.data_dir / "chroma"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> Settings:
+        """Read settings from the environment, an optional YAML file and explicit overrides."""
+        file_values: dict[str, Any] = {}
+        if config_file is not None:
+            if not config_file.is_file():
+                raise ConfigError(f"config file {config_file} does not exist")
+            try:
+                file_values = yaml.safe_load(config_file.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"config file {config_file} is not valid YAML: {exc}") from exc
+            if not isinstance(file_values, dict):
+                raise ConfigError(f"config file {config_file} must hold a mapping of settings")
+            unknown = sorted(set(file_values) - set(cls.model_fields))
+            if unknown:
+                known = ", ".join(sorted(cls.model_fields))
+                raise ConfigError(f"unknown setting(s) {unknown} in {config_file}; known: {known}")
+        from_env = cls()
+        env_values = {name: getattr(from_env, name) for name in from_env.model_fields_set}
+        return cls(**{**file_values, **env_values, **overrides})
