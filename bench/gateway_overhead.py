@@ -10,7 +10,8 @@ Run against a stack started with `make up` (or `loraplex up`) in another termina
     .venv/bin/python bench/gateway_overhead.py            # defaults: 127.0.0.1:8000 and :8100
     .venv/bin/python bench/gateway_overhead.py -n 200 --key "$KEY"
 
-The tenant key defaults to the demo tenant's (data/demo_key). Results: bench/results/gateway_overhead.json
+The tenant key defaults to the demo tenant's (data/demo_key).
+Results: bench/results/gateway_overhead.json
 """
 
 from __future__ import annotations
@@ -74,7 +75,12 @@ def main() -> None:
             d, g = summary_ms(direct), summary_ms(gateway)
             added = round(g["p50_ms"] - d["p50_ms"], 2)
             added95 = round(g["p95_ms"] - d["p95_ms"], 2)
-            results[mode] = {"direct": d, "gateway": g, "added_p50_ms": added, "added_p95_ms": added95}
+            results[mode] = {
+                "direct": d,
+                "gateway": g,
+                "added_p50_ms": added,
+                "added_p95_ms": added95,
+            }
             rows.append([mode, d["p50_ms"], g["p50_ms"], added, d["p95_ms"], g["p95_ms"], added95])
     print_table(
         f"gateway overhead, n={args.n} per side, interleaved",

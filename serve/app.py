@@ -109,7 +109,7 @@ def create_app(settings: Settings, vllm_urls: list[str] | None = None) -> FastAP
 
 def library_errors() -> list[type[Exception]]:
     """The libraries' error base classes (they carry status_code, code and message)."""
-    found = []
+    found: list[type[Exception]] = []
     for module, name in (
         ("adapters.errors", "AdapterError"),
         ("retrieval.errors", "RetrievalError"),
@@ -142,7 +142,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     from serve.tenants import TenantError
 
-    for cls in (TenantError, *library_errors()):
+    handled: list[type[Exception]] = [TenantError, *library_errors()]
+    for cls in handled:
 
         @app.exception_handler(cls)
         async def _library(_: Request, exc: Exception) -> Any:

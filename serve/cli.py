@@ -1,9 +1,9 @@
 """The `loraplex` command line.
 
-    loraplex up                       # model + vLLM + gateway on 127.0.0.1:8000
-    loraplex models pull              # prepare the base model under ./data/models
-    KEY=$(loraplex tenants create acme)
-    loraplex adapters register ./my-adapter --name support --tenant acme
+loraplex up                       # model + vLLM + gateway on 127.0.0.1:8000
+loraplex models pull              # prepare the base model under ./data/models
+KEY=$(loraplex tenants create acme)
+loraplex adapters register ./my-adapter --name support --tenant acme
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 models_app = typer.Typer(help="Prepare base models.", no_args_is_help=True)
-tenants_app = typer.Typer(help="Create and list tenants (API keys are shown once).", no_args_is_help=True)
+tenants_app = typer.Typer(
+    help="Create and list tenants (API keys are shown once).", no_args_is_help=True
+)
 app.add_typer(models_app, name="models")
 app.add_typer(tenants_app, name="tenants")
 
@@ -111,7 +113,10 @@ def tenants_create(
     ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Create a tenant and print its API key, alone on stdout: KEY=$(loraplex tenants create acme)."""
+    """Create a tenant and print its API key alone on stdout.
+
+    Example: KEY=$(loraplex tenants create acme)
+    """
     from serve.tenants import TenantError
 
     settings = load_settings(config)

@@ -13,7 +13,8 @@ from serve.tenants import Tenant
 
 
 def get_state(request: Request) -> AppState:
-    return request.app.state.loraplex  # type: ignore[no-any-return]
+    state: AppState = request.app.state.loraplex
+    return state
 
 
 def bearer_token(request: Request) -> str:

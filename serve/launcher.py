@@ -6,6 +6,7 @@ the CUDA build runs where there is one. LoRA and runtime adapter loading are alw
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import shutil
@@ -142,10 +143,8 @@ class VllmServer:
             pass
         except ProcessLookupError:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait(timeout=5)
 
 

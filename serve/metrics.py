@@ -59,9 +59,7 @@ class Metrics:
         self.latency.labels(tenant, model, route).observe(seconds)
         if usage:
             self.tokens.labels(tenant, model, "prompt").inc(usage.get("prompt_tokens") or 0)
-            self.tokens.labels(tenant, model, "completion").inc(
-                usage.get("completion_tokens") or 0
-            )
+            self.tokens.labels(tenant, model, "completion").inc(usage.get("completion_tokens") or 0)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

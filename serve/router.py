@@ -45,7 +45,7 @@ class Router:
     def decide(self, req: ChatCompletionRequest, tenant: Tenant, query: str) -> Decision:
         opts = req.loraplex
         policy = tenant.policy
-        adapter = None
+        adapter: Any = None
         if req.model == self.base_model:
             if not policy.allow_base_model and self.base_model not in policy.models:
                 raise model_not_found(req.model)
@@ -66,7 +66,7 @@ class Router:
             if adapter is None:
                 raise model_not_found(opts.adapter)
 
-        route = opts.route
+        route: str = opts.route
         reason = "requested by the caller"
         scores: dict[str, float] = {}
         result = None
@@ -91,7 +91,9 @@ class Router:
             )
         if route in ("rag", "combined") and self.retrieval is None:
             raise ApiError(503, "retrieval is not configured on this gateway", "no_retrieval")
-        served = adapter.served_name if route in ("adapter", "combined") else self.base_model
+        served = self.base_model
+        if route in ("adapter", "combined"):
+            served = adapter.served_name
         return Decision(route, served, adapter, reason, scores, result)
 
     def _auto(
@@ -111,7 +113,12 @@ class Router:
         threshold = tenant.policy.rag_min_score
         if adapter is not None:
             if strong:
-                return "combined", f"adapter chosen and retrieval score >= {threshold}", scores, result
+                return (
+                    "combined",
+                    f"adapter chosen and retrieval score >= {threshold}",
+                    scores,
+                    result,
+                )
             return "adapter", "adapter chosen; retrieval has nothing strong to add", scores, result
         if strong:
             return "rag", f"top retrieval score >= {threshold}", scores, result

@@ -38,7 +38,9 @@ class Settings(BaseSettings):
     admin_key: SecretStr | None = Field(
         None, description="Admin API key; generated on first run and kept in data_dir if unset."
     )
-    demo_tenant: str | None = Field("demo", description="Tenant created on first `up`; '' for none.")
+    demo_tenant: str | None = Field(
+        "demo", description="Tenant created on first `up`; '' for none."
+    )
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest JSON request body (bytes).")
     max_upload_bytes: int = Field(
         64 << 20, ge=1024, description="Largest upload (adapter archives, documents)."
@@ -66,7 +68,9 @@ class Settings(BaseSettings):
     vllm_device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: CUDA when a GPU is visible, else the CPU build."
     )
-    vllm_dtype: str = Field("auto", description="auto: float32 on CPU (no bf16 on AVX2), else auto.")
+    vllm_dtype: str = Field(
+        "auto", description="auto: float32 on CPU (no bf16 on AVX2), else auto."
+    )
     vllm_max_model_len: int = Field(2048, ge=128, description="Context window served.")
     vllm_max_lora_rank: int = Field(16, ge=1, le=512, description="Largest adapter rank accepted.")
     vllm_max_loras: int = Field(4, ge=1, description="Adapters resident in one batch.")

@@ -20,6 +20,7 @@ from serve.db import Base
 KEY_PREFIX = "lpx-"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 Route = Literal["prompt", "rag", "adapter", "combined"]
+ALL_ROUTES: tuple[Route, ...] = ("prompt", "rag", "adapter", "combined")
 
 
 class TenantError(ValueError):
@@ -42,7 +43,7 @@ class TenantPolicy(BaseModel):
     )
     allow_base_model: bool = Field(True, description="May call the base model directly.")
     routes: list[Route] = Field(
-        default_factory=lambda: ["prompt", "rag", "adapter", "combined"],
+        default_factory=lambda: list(ALL_ROUTES),
         description="Routing paths this tenant may take.",
     )
     collections: list[str] = Field(default_factory=list, description="Retrieval collections.")

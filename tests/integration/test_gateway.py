@@ -110,15 +110,16 @@ def test_tenants_cannot_see_each_others_models(stack) -> None:
 
 
 def test_health_ready_and_metrics(stack, client) -> None:
-    client.chat.completions.create(
-        model=stack.settings.base_model, messages=QUESTION, max_tokens=4
-    )
+    client.chat.completions.create(model=stack.settings.base_model, messages=QUESTION, max_tokens=4)
     with httpx.Client(base_url=stack.gateway_url, timeout=30) as http:
         assert http.get("/healthz").json() == {"status": "ok"}
         ready = http.get("/readyz")
         assert ready.status_code == 200 and all(ready.json()["replicas"].values())
         text = http.get("/metrics").text
-    assert 'loraplex_requests_total{model="SmolLM2-135M-Instruct",route="prompt",status="200",tenant="gw-acme"}' in text
+    assert (
+        'loraplex_requests_total{model="SmolLM2-135M-Instruct",route="prompt",status="200",tenant="gw-acme"}'
+        in text
+    )
     assert "loraplex_request_latency_seconds_bucket" in text
     assert 'loraplex_tokens_total{kind="completion"' in text
 
