@@ -53,3 +53,51 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
     }
     path.write_text(json.dumps(payload, indent=2))
     return path
+
+
+def make_random_adapter(model_dir: Path, out: Path, seed: int, rank: int = 8) -> Path:
+    """A non-zero random LoRA adapter for the base model (for serving benchmarks)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    cfg = LoraConfig(
+        r=rank, lora_alpha=rank, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
+    get_peft_model(model, cfg).save_pretrained(out)
+    return out
+
+
+def zip_dir(path: Path) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for file in path.iterdir():
+            zf.write(file, file.name)
+    return buf.getvalue()
+
+
+def stack_args(description: str) -> Any:
+    """Arguments every benchmark against a running stack takes."""
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawTextHelpFormatter
+    )
+    ap.add_argument("--gateway", default="http://127.0.0.1:8000")
+    ap.add_argument("--vllm", default="http://127.0.0.1:8100")
+    ap.add_argument("--data-dir", default="data", type=Path, help="where make up keeps its state")
+    ap.add_argument("--key", default=None, help="tenant key (default: DATA_DIR/demo_key)")
+    ap.add_argument("--admin-key", default=None, help="admin key (default: DATA_DIR/admin_key)")
+    ap.add_argument("--model", default="SmolLM2-135M-Instruct", help="served base model name")
+    return ap
+
+
+def resolve_keys(args: Any) -> tuple[str, str]:
+    key = args.key or (args.data_dir / "demo_key").read_text().strip()
+    admin = args.admin_key or (args.data_dir / "admin_key").read_text().strip()
+    return key, admin

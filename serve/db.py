@@ -1,4 +1,4 @@
-"""Database engine for the gateway's tables (tenants, keys): SQLite by default, any SQLAlchemy URL."""
+"""Database engine for the gateway's tables (tenants, keys): SQLite by default, or any URL."""
 
 from __future__ import annotations
 

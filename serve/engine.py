@@ -49,6 +49,9 @@ class EngineClient:
                         "api_base": f"{url}/v1",
                         "api_key": "unused",
                         "timeout": timeout_s,
+                        # Self-hosted: zero prices spare litellm a cost-map search per call.
+                        "input_cost_per_token": 0.0,
+                        "output_cost_per_token": 0.0,
                     },
                 }
                 for url in urls

@@ -72,7 +72,9 @@ class VllmServer:
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+        # Read by the adapters.resolver vLLM plugin: adapters resolve by name from the registry.
         env["LORAPLEX_RESOLVER_DB"] = self.settings.resolved_database_url
+        env["LORAPLEX_RESOLVER_STORE"] = str(self.settings.adapter_store_dir.resolve())
         env.setdefault("HF_HUB_OFFLINE", "1")
         env.setdefault("VLLM_NO_USAGE_STATS", "1")
         env.setdefault("DO_NOT_TRACK", "1")

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -114,9 +115,23 @@ def _to_tenant(row: TenantRow) -> Tenant:
 class TenantService:
     """Create, list and authenticate tenants."""
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Any, cache_ttl_s: float = 10.0) -> None:
         self.engine = engine
+        self.cache_ttl_s = cache_ttl_s
+        # digest -> (tenant, expiry). Changes made through this service clear it at once; other
+        # gateway replicas see them within cache_ttl_s.
+        self._cache: dict[str, tuple[Tenant, float]] = {}
         Base.metadata.create_all(engine)
+
+    def cached(self, key: str) -> Tenant | None:
+        """The tenant for `key` if it was authenticated within the cache TTL."""
+        hit = self._cache.get(hash_key(key))
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        return None
+
+    def _forget(self) -> None:
+        self._cache.clear()
 
     def create(self, name: str, policy: dict[str, Any] | None = None) -> tuple[Tenant, str]:
         """Create a tenant with one key; returns the tenant and the key (shown once)."""
@@ -162,6 +177,7 @@ class TenantService:
                 raise TenantError(f"no tenant named {name!r}", 404, "tenant_not_found")
             row.policy = parsed.model_dump()
             s.commit()
+            self._forget()
             return _to_tenant(row)
 
     def get(self, name: str) -> Tenant | None:
@@ -177,9 +193,16 @@ class TenantService:
         """The tenant owning `key`, or None. Lookup is by digest, so timing leaks nothing useful."""
         if not key.startswith(KEY_PREFIX):
             return None
+        digest = hash_key(key)
         with Session(self.engine) as s:
-            row = s.get(ApiKeyRow, hash_key(key))
-            return _to_tenant(row.tenant) if row else None
+            row = s.get(ApiKeyRow, digest)
+            if row is None:
+                return None
+            tenant = _to_tenant(row.tenant)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (tenant, time.monotonic() + self.cache_ttl_s)
+        return tenant
 
     def delete(self, name: str) -> None:
         with Session(self.engine) as s:
@@ -188,3 +211,4 @@ class TenantService:
                 raise TenantError(f"no tenant named {name!r}", 404, "tenant_not_found")
             s.delete(row)
             s.commit()
+        self._forget()

@@ -47,7 +47,7 @@ def test_config_map_loads_into_settings(tmp_path) -> None:
 def test_every_loraplex_variable_is_a_setting() -> None:
     found: set[str] = set()
     _walk(_docs(), found)
-    # LORAPLEX_RESOLVER_DB is read by the vLLM resolver plugin, not by Settings.
+    # The LORAPLEX_RESOLVER_* pair is read by the vLLM resolver plugin, not by Settings.
     fields = {f"LORAPLEX_{name.upper()}" for name in Settings.model_fields}
-    assert found - {"LORAPLEX_RESOLVER_DB"} <= fields
+    assert found - {"LORAPLEX_RESOLVER_DB", "LORAPLEX_RESOLVER_STORE"} <= fields
     assert "LORAPLEX_ADMIN_KEY" in found

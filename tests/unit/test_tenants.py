@@ -51,3 +51,14 @@ def test_more_keys_policy_update_and_delete(svc) -> None:
     with pytest.raises(TenantError) as exc:
         svc.delete("acme")
     assert exc.value.status_code == 404
+
+
+def test_authentication_is_cached_and_changes_clear_the_cache(svc) -> None:
+    _, key = svc.create("acme")
+    assert svc.cached(key) is None
+    assert svc.authenticate(key).name == "acme"
+    assert svc.cached(key).name == "acme"
+    svc.set_policy("acme", {"routes": ["prompt"]})
+    assert svc.cached(key) is None and svc.authenticate(key).policy.routes == ["prompt"]
+    svc.delete("acme")
+    assert svc.cached(key) is None and svc.authenticate(key) is None

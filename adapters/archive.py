@@ -1,0 +1,125 @@
+"""Unpack an uploaded adapter archive (zip or tar, optionally gzipped) safely.
+
+Only regular files are extracted, by name, into a fresh directory: absolute paths, `..`,
+links and device files are refused, as are archives with too many members or too many bytes
+once unpacked (zip bombs). The adapter files may sit at the root or in one top-level folder.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from adapters.errors import AdapterError, UploadTooLarge
+
+MAX_MEMBERS = 32
+
+
+@dataclass
+class Member:
+    name: str
+    size: int
+    is_file: bool
+
+
+def _check_name(name: str) -> PurePosixPath:
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts or name.startswith(("/", "\\")) or ":" in name:
+        raise AdapterError(f"archive member {name!r} has an unsafe path", "unsafe_archive")
+    return path
+
+
+def extract_archive(data: bytes, dest_root: Path, max_bytes: int) -> Path:
+    """Unpack `data` into a new directory under `dest_root`; return the adapter directory."""
+    opener = _zip_members if zipfile.is_zipfile(io.BytesIO(data)) else _tar_members
+    dest = Path(tempfile.mkdtemp(prefix="upload-", dir=dest_root))
+    try:
+        opener(data, dest, max_bytes)
+        return _adapter_dir(dest)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+
+
+def _budget(members: list[Member], max_bytes: int) -> None:
+    if len(members) > MAX_MEMBERS:
+        raise AdapterError(
+            f"archive has {len(members)} members; an adapter needs 2 "
+            "(adapter_config.json, adapter_model.safetensors)",
+            "unsafe_archive",
+        )
+    total = sum(m.size for m in members if m.is_file)
+    if total > max_bytes:
+        raise UploadTooLarge(
+            f"archive unpacks to {total} bytes, more than the limit of {max_bytes} bytes"
+        )
+
+
+def _zip_members(data: bytes, dest: Path, max_bytes: int) -> None:
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        infos = zf.infolist()
+        members = [Member(i.filename, i.file_size, not i.is_dir()) for i in infos]
+        _budget(members, max_bytes)
+        written = 0
+        for info in infos:
+            rel = _check_name(info.filename)
+            if info.is_dir():
+                continue
+            if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                raise AdapterError(
+                    f"archive member {info.filename!r} is a symlink", "unsafe_archive"
+                )
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src, target.open("wb") as out:
+                # Count real bytes: a zip's declared sizes can lie.
+                while block := src.read(1 << 20):
+                    written += len(block)
+                    if written > max_bytes:
+                        raise UploadTooLarge(f"archive unpacks to more than {max_bytes} bytes")
+                    out.write(block)
+
+
+def _tar_members(data: bytes, dest: Path, max_bytes: int) -> None:
+    try:
+        tf = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")  # noqa: SIM115 - closed below
+    except tarfile.TarError:
+        raise AdapterError(
+            "upload is neither a zip nor a tar archive of the adapter directory", "not_an_archive"
+        ) from None
+    with tf:
+        infos = tf.getmembers()
+        _budget([Member(i.name, i.size, i.isfile()) for i in infos], max_bytes)
+        for info in infos:
+            rel = _check_name(info.name)
+            if info.isdir():
+                continue
+            if not info.isfile():
+                raise AdapterError(
+                    f"archive member {info.name!r} is not a regular file (links and devices "
+                    "are refused)",
+                    "unsafe_archive",
+                )
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            src = tf.extractfile(info)
+            assert src is not None
+            with src, target.open("wb") as out:
+                shutil.copyfileobj(src, out)
+
+
+def _adapter_dir(dest: Path) -> Path:
+    if (dest / "adapter_config.json").exists():
+        return dest
+    children = [p for p in dest.iterdir() if p.is_dir()]
+    if len(children) == 1 and (children[0] / "adapter_config.json").exists():
+        return children[0]
+    raise AdapterError(
+        "archive holds no adapter_config.json at its root or in a single top-level folder",
+        "not_an_adapter",
+    )

@@ -1,0 +1,48 @@
+"""Registry tables. Their schema is owned by the alembic migrations in adapters/migrations."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the registry's tables (separate from serve's)."""
+
+
+class AdapterRow(Base):
+    __tablename__ = "adapters"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    shared_with: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Versions that have been prod, oldest first; the last one is the current prod.
+    prod_history: Mapped[list[int]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    versions: Mapped[list[VersionRow]] = relationship(
+        back_populates="adapter", cascade="all, delete-orphan", order_by="VersionRow.version"
+    )
+
+
+class VersionRow(Base):
+    __tablename__ = "adapter_versions"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(ForeignKey("adapters.name", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    digest: Mapped[str] = mapped_column(String(64), index=True)
+    base_model: Mapped[str] = mapped_column(String(200))
+    rank: Mapped[int] = mapped_column(Integer)
+    alpha: Mapped[float] = mapped_column(Float)
+    target_modules: Mapped[list[str]] = mapped_column(JSON, default=list)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    dataset_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    training_config: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    eval_report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    exemplars: Mapped[list[str]] = mapped_column(JSON, default=list)
+    adapter: Mapped[AdapterRow] = relationship(back_populates="versions")

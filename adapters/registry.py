@@ -1,0 +1,405 @@
+"""The adapter registry: the system of record for adapter names, versions, aliases and lineage.
+
+Versions are immutable and numbered from 1. Each adapter has a `prod` alias; `NAME` alone means
+`NAME@prod`, and `NAME@N` a specific version. The vLLM name of a version is `NAME-vN`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.orm import Session
+
+from adapters.errors import AdapterConflict, AdapterError, AdapterNotFound
+from adapters.models import AdapterRow, VersionRow
+from adapters.store import ArtifactStore
+from adapters.validation import AdapterInfo, validate_adapter
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+SERVED_RE = re.compile(r"^(?P<name>.+)-v(?P<version>\d+)$")
+EVERYONE = "*"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+@dataclass(frozen=True)
+class AdapterVersion:
+    """One immutable version, as callers see it."""
+
+    name: str
+    version: int
+    digest: str
+    path: Path
+    base_model: str
+    rank: int
+    alpha: float
+    target_modules: list[str]
+    size_bytes: int
+    created_at: datetime
+    owner: str | None = None
+    shared_with: list[str] = field(default_factory=list)
+    is_prod: bool = False
+    dataset_digest: str | None = None
+    training_config: dict[str, Any] | None = None
+    eval_report: dict[str, Any] | None = None
+    exemplars: list[str] = field(default_factory=list)
+    existing: bool = False  # set by register() when the same bytes were already registered
+
+    @property
+    def served_name(self) -> str:
+        return f"{self.name}-v{self.version}"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def usable_by(self, tenant: str) -> bool:
+        """The owner, tenants it is shared with, or everyone when shared with '*'."""
+        return (
+            (self.owner is not None and self.owner == tenant)
+            or tenant in self.shared_with
+            or EVERYONE in self.shared_with
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "served_name": self.served_name,
+            "prod": self.is_prod,
+            "owner": self.owner,
+            "shared_with": self.shared_with,
+            "base_model": self.base_model,
+            "rank": self.rank,
+            "alpha": self.alpha,
+            "target_modules": self.target_modules,
+            "digest": self.digest,
+            "size_bytes": self.size_bytes,
+            "created_at": self.created_at.isoformat(),
+            "dataset_digest": self.dataset_digest,
+            "training_config": self.training_config,
+            "eval_report": self.eval_report,
+            "exemplars": self.exemplars,
+        }
+
+
+def parse_ref(ref: str) -> tuple[str, int | str]:
+    """`name` -> (name, "prod"); `name@3` -> (name, 3); `name@prod` -> (name, "prod")."""
+    name, _, selector = ref.partition("@")
+    if not selector:
+        return name, "prod"
+    if selector.isdigit():
+        return name, int(selector)
+    return name, selector
+
+
+def migrate(database_url: str) -> None:
+    """Bring the registry schema to the newest alembic revision."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    command.upgrade(cfg, "head")
+
+
+def _engine(url: str) -> Engine:
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(conn: Any, _record: Any) -> None:
+            conn.execute("PRAGMA foreign_keys=ON")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class AdapterRegistry:
+    """Register, resolve, promote, roll back and remove adapter versions."""
+
+    def __init__(
+        self,
+        database_url: str,
+        store_dir: Path,
+        *,
+        base_model: str,
+        max_rank: int,
+        base_model_dir: Path | None = None,
+    ) -> None:
+        migrate(database_url)
+        self.engine = _engine(database_url)
+        self.store = ArtifactStore(store_dir)
+        self.store.clean_staging()
+        self.store.collect_garbage(self._all_digests())
+        self.base_model = base_model
+        self.base_model_dir = base_model_dir
+        self.max_rank = max_rank
+        self.base_config: dict[str, Any] | None = None
+        if base_model_dir is not None and (base_model_dir / "config.json").is_file():
+            self.base_config = json.loads((base_model_dir / "config.json").read_text())
+        self._lock = threading.Lock()
+
+    @classmethod
+    def reader(cls, database_url: str, store_dir: Path) -> AdapterRegistry:
+        """A lookup-only registry (no migrations, no clean-up): for the vLLM resolver plugin."""
+        self = cls.__new__(cls)
+        self.engine = _engine(database_url)
+        self.store = ArtifactStore(store_dir)
+        self.base_model, self.base_model_dir, self.max_rank = "", None, 0
+        self.base_config = None
+        self._lock = threading.Lock()
+        return self
+
+    # -- writing --------------------------------------------------------------------------------
+    def validate(self, src: Path) -> AdapterInfo:
+        return validate_adapter(
+            src,
+            base_model=self.base_model,
+            max_rank=self.max_rank,
+            base_config=self.base_config,
+            base_model_dir=self.base_model_dir,
+        )
+
+    def register(
+        self,
+        src: Path,
+        name: str,
+        *,
+        owner: str | None = None,
+        shared_with: list[str] | None = None,
+        promote: bool = True,
+        lineage: dict[str, Any] | None = None,
+        exemplars: list[str] | None = None,
+    ) -> AdapterVersion:
+        """Validate, store and record a new version of `name`. All or nothing."""
+        if not NAME_RE.match(name):
+            raise AdapterError(
+                f"adapter name {name!r} is invalid: use 1-63 lowercase letters, digits, '.', '-' "
+                "or '_', starting with a letter or digit",
+                "invalid_name",
+            )
+        if SERVED_RE.match(name):
+            raise AdapterError(f"adapter name {name!r} must not end in -v<number>", "invalid_name")
+        info = self.validate(src)
+        lineage = lineage or {}
+        staging = self.store.stage(src)
+        try:
+            with self._lock, Session(self.engine) as s:
+                row = s.get(AdapterRow, name)
+                if row is not None and row.owner != owner:
+                    raise AdapterConflict(
+                        f"adapter name {name!r} is taken; choose another name", "name_taken"
+                    )
+                if row is not None:
+                    for v in row.versions:
+                        if v.digest == info.digest:
+                            self.store.discard(staging)
+                            return _replace(self._to_version(row, v), existing=True)
+                store_path = self.store.commit(staging, info.digest)
+                now = datetime.now(UTC)
+                if row is None:
+                    row = AdapterRow(
+                        name=name, owner=owner, shared_with=sorted(set(shared_with or [])),
+                        prod_history=[], created_at=now,
+                    )  # fmt: skip
+                    s.add(row)
+                elif shared_with:
+                    row.shared_with = sorted(set(row.shared_with) | set(shared_with))
+                number = max((v.version for v in row.versions), default=0) + 1
+                version = VersionRow(
+                    version=number,
+                    digest=info.digest,
+                    base_model=info.base_model,
+                    rank=info.rank,
+                    alpha=info.alpha,
+                    target_modules=info.target_modules,
+                    size_bytes=info.size_bytes,
+                    created_at=now,
+                    dataset_digest=lineage.get("dataset_digest"),
+                    training_config=lineage.get("training_config"),
+                    eval_report=lineage.get("eval_report"),
+                    exemplars=list(exemplars or []),
+                )
+                row.versions.append(version)
+                if promote or not row.prod_history:
+                    row.prod_history = [*row.prod_history, number]
+                try:
+                    s.commit()
+                except Exception:
+                    s.rollback()
+                    if not self._digest_in_use(info.digest):
+                        self.store.delete(info.digest)
+                    raise
+                assert store_path.is_dir()
+                return self._to_version(row, version)
+        finally:
+            self.store.discard(staging)
+
+    def promote(self, ref: str) -> AdapterVersion:
+        """Point `prod` at a version (`NAME@N`)."""
+        name, selector = parse_ref(ref)
+        if not isinstance(selector, int):
+            raise AdapterError(f"promote needs NAME@VERSION, got {ref!r}", "invalid_reference")
+        with self._lock, Session(self.engine) as s:
+            row = self._row(s, name)
+            version = self._version(row, selector)
+            if row.prod_history[-1:] != [selector]:
+                row.prod_history = [*row.prod_history, selector]
+            s.commit()
+            return self._to_version(row, version)
+
+    def rollback(self, name: str) -> AdapterVersion:
+        """Point `prod` back at the version that was prod before the current one."""
+        with self._lock, Session(self.engine) as s:
+            row = self._row(s, name)
+            history = list(row.prod_history)
+            current = history.pop()
+            existing = {v.version for v in row.versions}
+            while history and (history[-1] == current or history[-1] not in existing):
+                history.pop()
+            if not history:
+                raise AdapterConflict(
+                    f"{name} has no earlier prod version to roll back to (prod is v{current})",
+                    "nothing_to_roll_back",
+                )
+            row.prod_history = history
+            s.commit()
+            return self._to_version(row, self._version(row, history[-1]))
+
+    def remove(self, ref: str) -> list[AdapterVersion]:
+        """Remove one version (`NAME@N`) or the whole adapter (`NAME`); return what went."""
+        name, selector = parse_ref(ref)
+        with self._lock, Session(self.engine) as s:
+            row = self._row(s, name)
+            if "@" not in ref:
+                gone = [self._to_version(row, v) for v in row.versions]
+                s.delete(row)
+            else:
+                if not isinstance(selector, int):
+                    raise AdapterError(
+                        f"remove needs NAME or NAME@VERSION, got {ref!r}", "invalid_reference"
+                    )
+                version = self._version(row, selector)
+                if len(row.versions) == 1:
+                    gone = [self._to_version(row, version)]
+                    s.delete(row)
+                else:
+                    if row.prod_history and row.prod_history[-1] == selector:
+                        raise AdapterConflict(
+                            f"{ref} is the prod version: promote or roll back first, "
+                            f"or remove {name}",
+                            "remove_prod",
+                        )
+                    gone = [self._to_version(row, version)]
+                    row.prod_history = [v for v in row.prod_history if v != selector]
+                    row.versions.remove(version)
+                    s.delete(version)
+            s.commit()
+        for av in gone:
+            if not self._digest_in_use(av.digest):
+                self.store.delete(av.digest)
+        return gone
+
+    # -- reading --------------------------------------------------------------------------------
+    def versions(self, tenant: str | None = None, name: str | None = None) -> list[AdapterVersion]:
+        """Every version (optionally of one adapter, or usable by one tenant)."""
+        with Session(self.engine) as s:
+            query = select(AdapterRow).order_by(AdapterRow.name)
+            if name is not None:
+                query = query.where(AdapterRow.name == name)
+            out = [self._to_version(r, v) for r in s.scalars(query) for v in r.versions]
+        return [v for v in out if tenant is None or v.usable_by(tenant)]
+
+    def get(self, ref: str) -> AdapterVersion:
+        """Resolve `NAME`, `NAME@N` or `NAME@prod`; raise AdapterNotFound."""
+        name, selector = parse_ref(ref)
+        with Session(self.engine) as s:
+            row = self._row(s, name)
+            if selector == "prod":
+                return self._to_version(row, self._version(row, row.prod_history[-1]))
+            if not isinstance(selector, int):
+                raise AdapterNotFound(f"{name} has no alias {selector!r} (aliases: prod)")
+            return self._to_version(row, self._version(row, selector))
+
+    def get_served(self, served_name: str) -> AdapterVersion | None:
+        """The version vLLM knows as `NAME-vN`, or None."""
+        match = SERVED_RE.match(served_name)
+        if match is None:
+            return None
+        try:
+            return self.get(f"{match['name']}@{match['version']}")
+        except AdapterNotFound:
+            return None
+
+    def resolve_for_tenant(self, model: str, tenant: str) -> AdapterVersion | None:
+        """The version `model` names if `tenant` may use it, else None (never says why)."""
+        try:
+            av = self.get(model)
+        except AdapterNotFound:
+            return None
+        return av if av.usable_by(tenant) else None
+
+    def list_for_tenant(self, tenant: str) -> list[AdapterVersion]:
+        """Prod versions the tenant may use (what /v1/models shows)."""
+        return [v for v in self.versions(tenant) if v.is_prod]
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _row(self, s: Session, name: str) -> AdapterRow:
+        row = s.get(AdapterRow, name)
+        if row is None:
+            raise AdapterNotFound(f"no adapter named {name!r} (`loraplex adapters list`)")
+        return row
+
+    def _version(self, row: AdapterRow, number: int) -> VersionRow:
+        for v in row.versions:
+            if v.version == number:
+                return v
+        have = ", ".join(str(v.version) for v in row.versions)
+        raise AdapterNotFound(f"{row.name} has no version {number} (versions: {have})")
+
+    def _all_digests(self) -> set[str]:
+        with Session(self.engine) as s:
+            return set(s.scalars(select(VersionRow.digest)))
+
+    def _digest_in_use(self, digest: str) -> bool:
+        with Session(self.engine) as s:
+            return (
+                s.scalar(select(VersionRow.id).where(VersionRow.digest == digest).limit(1))
+                is not None
+            )
+
+    def _to_version(self, row: AdapterRow, v: VersionRow) -> AdapterVersion:
+        return AdapterVersion(
+            name=row.name,
+            version=v.version,
+            digest=v.digest,
+            path=self.store.path_for(v.digest),
+            base_model=v.base_model,
+            rank=v.rank,
+            alpha=v.alpha,
+            target_modules=list(v.target_modules or []),
+            size_bytes=v.size_bytes,
+            created_at=v.created_at,
+            owner=row.owner,
+            shared_with=list(row.shared_with or []),
+            is_prod=bool(row.prod_history) and row.prod_history[-1] == v.version,
+            dataset_digest=v.dataset_digest,
+            training_config=v.training_config,
+            eval_report=v.eval_report,
+            exemplars=list(v.exemplars or []),
+        )
+
+
+def _replace(av: AdapterVersion, **changes: Any) -> AdapterVersion:
+    from dataclasses import replace
+
+    return replace(av, **changes)

@@ -1,0 +1,73 @@
+"""A vLLM LoRAResolver that finds registered adapters by name in the loraplex registry.
+
+With it, a vLLM server started on its own (or restarted) serves `NAME`, `NAME@N` and `NAME-vN`
+on the first request, loading the files from the registry's artifact store. vLLM imports every
+`vllm.general_plugins` entry point in each of its processes; this one activates only when
+`LORAPLEX_RESOLVER_DB` (registry database URL) and `LORAPLEX_RESOLVER_STORE` (artifact store
+directory) are set. Reading them here is vLLM's plugin interface, not loraplex configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("loraplex.resolver")
+
+
+class RegistryResolver:
+    """Resolve adapter names against the registry (wrapped as a vLLM LoRAResolver below)."""
+
+    def __init__(self, registry: Any) -> None:
+        self.registry = registry
+
+    def lookup(self, lora_name: str) -> Any:
+        """The registered version `lora_name` refers to, or None."""
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from adapters.errors import AdapterError
+
+        try:
+            found = self.registry.get_served(lora_name)
+            return found if found is not None else self.registry.get(lora_name)
+        except (AdapterError, SQLAlchemyError):
+            # Unknown name, or no registry tables yet: not ours to serve.
+            return None
+
+
+def make_resolver(database_url: str, store_dir: Path) -> Any:
+    """A vLLM LoRAResolver over the registry at `database_url` / `store_dir`."""
+    from vllm.lora.request import LoRARequest
+    from vllm.lora.resolver import LoRAResolver
+
+    from adapters.registry import AdapterRegistry
+
+    registry = AdapterRegistry.reader(database_url, store_dir)
+    inner = RegistryResolver(registry)
+
+    class LoraplexResolver(LoRAResolver):
+        async def resolve_lora(self, base_model_name: str, lora_name: str) -> Any:
+            found = inner.lookup(lora_name)
+            if found is None:
+                return None
+            log.info("resolved %s to %s at %s", lora_name, found.ref, found.path)
+            return LoRARequest(
+                lora_name=lora_name,
+                lora_int_id=abs(hash(lora_name)) % (1 << 30) + 1,
+                lora_path=str(found.path),
+            )
+
+    return LoraplexResolver()
+
+
+def register() -> None:
+    """vLLM plugin entry point: register the resolver when the registry is configured."""
+    url = os.environ.get("LORAPLEX_RESOLVER_DB")
+    store = os.environ.get("LORAPLEX_RESOLVER_STORE")
+    if not url or not store:
+        return
+    from vllm.lora.resolver import LoRAResolverRegistry
+
+    LoRAResolverRegistry.register_resolver("loraplex", make_resolver(url, Path(store)))

@@ -1,0 +1,157 @@
+"""Admin endpoints for the adapter registry, with hot-swap into every vLLM replica."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, UploadFile
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from adapters.archive import extract_archive
+from adapters.hotswap import HotSwapper, ReplicaResult
+from adapters.registry import AdapterRegistry, AdapterVersion
+from serve.deps import AdminDep, StateDep
+from serve.errors import ApiError
+from serve.settings import Settings
+
+router = APIRouter(prefix="/v1/adapters", tags=["admin"])
+
+
+def build(settings: Settings, vllm_urls: list[str]) -> tuple[AdapterRegistry, HotSwapper]:
+    """The registry and hot-swapper for this gateway."""
+    registry = AdapterRegistry(
+        settings.resolved_database_url,
+        settings.adapter_store_dir,
+        base_model=settings.base_model,
+        max_rank=settings.vllm_max_lora_rank,
+        base_model_dir=settings.resolved_model_dir,
+    )
+    return registry, HotSwapper(vllm_urls)
+
+
+def _loads(results: list[ReplicaResult]) -> list[dict[str, Any]]:
+    return [{"replica": r.url, "ok": r.ok, "detail": r.detail} for r in results]
+
+
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def _exemplars(value: str | None) -> list[str]:
+    if not value:
+        return []
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        raise ApiError(
+            400, "exemplars must be a JSON list of strings", "invalid_exemplars"
+        ) from None
+    if not isinstance(parsed, list) or not all(isinstance(x, str) for x in parsed):
+        raise ApiError(400, "exemplars must be a JSON list of strings", "invalid_exemplars")
+    return parsed
+
+
+async def _swap_in(state: Any, av: AdapterVersion) -> list[dict[str, Any]]:
+    return _loads(await state.hotswap.load(av.served_name, str(av.path)))
+
+
+@router.post("", status_code=201)
+async def register_adapter(
+    state: StateDep,
+    _: AdminDep,
+    file: Annotated[UploadFile, File(description="zip or tar(.gz) of the adapter directory")],
+    name: Annotated[str, Form(description="Adapter name; a new version if it exists.")],
+    tenant: Annotated[str | None, Form(description="Owner tenant (none: admin-owned).")] = None,
+    share: Annotated[
+        str | None, Form(description="Other tenants, comma-separated; * = all.")
+    ] = None,
+    promote: Annotated[bool, Form(description="Make this version prod.")] = True,
+    exemplars: Annotated[str | None, Form(description="JSON list of typical prompts.")] = None,
+) -> dict[str, Any]:
+    """Upload an adapter: validated, stored by digest, versioned, and loaded into vLLM."""
+    owners = [tenant] if tenant else []
+    for t in owners + [s for s in _split(share) if s != "*"]:
+        if state.tenants.get(t) is None:
+            raise ApiError(404, f"no tenant named {t!r}", "tenant_not_found")
+    prompts = _exemplars(exemplars)
+    data = await file.read()
+    uploads = state.settings.data_dir / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    src = await run_in_threadpool(extract_archive, data, uploads, state.settings.max_upload_bytes)
+    try:
+        av = await run_in_threadpool(
+            state.registry.register,
+            src,
+            name,
+            owner=tenant,
+            shared_with=_split(share),
+            promote=promote,
+            exemplars=prompts,
+        )
+    finally:
+        shutil.rmtree(_upload_root(src, uploads), ignore_errors=True)
+    load = await _swap_in(state, av) if av.is_prod else []
+    return {"adapter": av.to_dict(), "existing": av.existing, "load": load}
+
+
+def _upload_root(src: Path, uploads: Path) -> Path:
+    return uploads / src.relative_to(uploads).parts[0]
+
+
+@router.get("")
+async def list_adapters(state: StateDep, _: AdminDep, tenant: str | None = None) -> dict[str, Any]:
+    """Every adapter version (optionally those a tenant may use)."""
+    versions = await run_in_threadpool(state.registry.versions, tenant)
+    return {"object": "list", "data": [v.to_dict() for v in versions]}
+
+
+@router.get("/{name}")
+async def get_adapter(name: str, state: StateDep, _: AdminDep) -> dict[str, Any]:
+    """All versions of one adapter."""
+    state.registry.get(name)  # 404 with a message if unknown
+    return {"name": name, "versions": [v.to_dict() for v in state.registry.versions(name=name)]}
+
+
+class PromoteBody(BaseModel):
+    version: int
+
+
+@router.post("/{name}/promote")
+async def promote_adapter(
+    name: str, body: PromoteBody, state: StateDep, _: AdminDep
+) -> dict[str, Any]:
+    """Make a version prod; traffic for NAME moves to it at once."""
+    av = await run_in_threadpool(state.registry.promote, f"{name}@{body.version}")
+    return {"adapter": av.to_dict(), "load": await _swap_in(state, av)}
+
+
+@router.post("/{name}/rollback")
+async def rollback_adapter(name: str, state: StateDep, _: AdminDep) -> dict[str, Any]:
+    """Point prod back at the previous prod version and unload the one rolled back from."""
+    before = state.registry.get(name)
+    av = await run_in_threadpool(state.registry.rollback, name)
+    load = await _swap_in(state, av)
+    unload = _loads(await state.hotswap.unload(before.served_name))
+    return {
+        "adapter": av.to_dict(),
+        "rolled_back_from": before.version,
+        "load": load,
+        "unload": unload,
+    }
+
+
+@router.delete("/{name}")
+async def remove_adapter(
+    name: str, state: StateDep, _: AdminDep, version: int | None = None
+) -> dict[str, Any]:
+    """Remove one version (?version=N) or the whole adapter; unload it from vLLM."""
+    ref = f"{name}@{version}" if version is not None else name
+    gone = await run_in_threadpool(state.registry.remove, ref)
+    unload = []
+    for av in gone:
+        unload += _loads(await state.hotswap.unload(av.served_name))
+    return {"removed": [av.ref for av in gone], "unload": unload}

@@ -1,0 +1,74 @@
+"""Tiny PEFT adapters on a tiny random Llama, made in the test: no download, milliseconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+TINY = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "num_hidden_layers": 2,
+    "vocab_size": 128,
+}
+
+
+@pytest.fixture(scope="session")
+def base_dir(tmp_path_factory) -> Path:
+    """A base 'model' directory with only config.json (validation reads nothing else)."""
+    path = tmp_path_factory.mktemp("tiny-base")
+    (path / "config.json").write_text(json.dumps({**TINY, "architectures": ["LlamaForCausalLM"]}))
+    return path
+
+
+def make_adapter(out: Path, *, rank: int = 4, seed: int = 0, base: str = "tiny-base",
+                 targets=("q_proj", "v_proj"), modules_to_save=None, config=None) -> Path:  # fmt: skip
+    """Save a LoRA adapter for the tiny Llama; different seeds give different bytes."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(**(config or TINY)))
+    lora = LoraConfig(
+        r=rank, lora_alpha=2 * rank, target_modules=list(targets), init_lora_weights=False,
+        modules_to_save=modules_to_save,
+    )  # fmt: skip
+    get_peft_model(model, lora).save_pretrained(out)
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = base
+    (out / "adapter_config.json").write_text(json.dumps(cfg))
+    return out
+
+
+@pytest.fixture
+def make():
+    """The adapter factory, for tests that need variants."""
+    return make_adapter
+
+
+@pytest.fixture
+def tiny() -> dict:
+    return dict(TINY)
+
+
+@pytest.fixture
+def adapter(tmp_path) -> Path:
+    return make_adapter(tmp_path / "a")
+
+
+@pytest.fixture
+def registry(tmp_path, base_dir):
+    from adapters.registry import AdapterRegistry
+
+    return AdapterRegistry(
+        f"sqlite:///{tmp_path / 'reg.db'}",
+        tmp_path / "store",
+        base_model="tiny-base",
+        max_rank=16,
+        base_model_dir=base_dir,
+    )

@@ -1,0 +1,138 @@
+import io
+import tarfile
+import zipfile
+
+import pytest
+from sqlalchemy import text
+
+from adapters import store as store_module
+from adapters.archive import extract_archive
+from adapters.errors import AdapterError, AdapterNotFound, UploadTooLarge
+
+
+def test_versions_aliases_promote_rollback_remove(registry, make, tmp_path) -> None:
+    v1 = registry.register(make(tmp_path / "a1", seed=1), "support", owner="acme")
+    assert (v1.version, v1.is_prod, v1.served_name) == (1, True, "support-v1")
+    assert (v1.path / "adapter_model.safetensors").is_file()
+    v2 = registry.register(make(tmp_path / "a2", seed=2), "support", owner="acme", promote=False)
+    assert v2.version == 2 and not v2.is_prod
+    assert registry.get("support").version == 1
+    assert registry.get("support@2").digest == v2.digest
+    assert registry.get("support@prod").version == 1
+    registry.promote("support@2")
+    assert registry.get("support").version == 2
+    back = registry.rollback("support")
+    assert back.version == 1 and registry.get("support").version == 1
+    with pytest.raises(AdapterError, match="no earlier prod"):
+        registry.rollback("support")
+    with pytest.raises(AdapterError, match="prod version"):
+        registry.remove("support@1")
+    assert [v.ref for v in registry.remove("support@2")] == ["support@2"]
+    assert not v2.path.exists() and v1.path.exists()
+    registry.remove("support")
+    assert registry.versions() == [] and not v1.path.exists()
+
+
+def test_same_bytes_are_recognised(registry, adapter) -> None:
+    first = registry.register(adapter, "a", owner="acme")
+    again = registry.register(adapter, "a", owner="acme")
+    assert again.existing and again.version == first.version and len(registry.versions()) == 1
+
+
+def test_names_and_unknowns(registry, adapter) -> None:
+    for bad in ("Bad", "a b", "../x", "x-v3", ""):
+        with pytest.raises(AdapterError, match="invalid|must not"):
+            registry.register(adapter, bad)
+    with pytest.raises(AdapterNotFound, match="no adapter named"):
+        registry.get("nope")
+    registry.register(adapter, "a", owner="acme")
+    with pytest.raises(AdapterNotFound, match="no version 9"):
+        registry.get("a@9")
+    with pytest.raises(AdapterError, match="taken"):
+        registry.register(adapter, "a", owner="globex")
+
+
+def test_tenant_visibility(registry, make, tmp_path) -> None:
+    registry.register(make(tmp_path / "1", seed=1), "mine", owner="acme")
+    registry.register(make(tmp_path / "2", seed=2), "shared", owner="acme", shared_with=["globex"])
+    registry.register(make(tmp_path / "3", seed=3), "public", shared_with=["*"])
+    assert {v.name for v in registry.list_for_tenant("acme")} == {"mine", "shared", "public"}
+    assert {v.name for v in registry.list_for_tenant("globex")} == {"shared", "public"}
+    assert registry.resolve_for_tenant("mine", "globex") is None
+    assert registry.resolve_for_tenant("mine", "acme").name == "mine"
+    assert registry.resolve_for_tenant("nope", "acme") is None
+    assert registry.get_served("mine-v1").name == "mine"
+
+
+def test_a_failure_mid_copy_leaves_nothing(registry, adapter, monkeypatch) -> None:
+    calls = {"n": 0}
+    real = store_module._copy_file
+
+    def flaky(src, dst):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            dst.write_bytes(b"partial")
+            raise OSError("disk full")
+        real(src, dst)
+
+    monkeypatch.setattr(store_module, "_copy_file", flaky)
+    with pytest.raises(OSError):
+        registry.register(adapter, "a", owner="acme")
+    root = registry.store.root
+    assert list((root / "staging").iterdir()) == [] and list((root / "sha256").iterdir()) == []
+    with registry.engine.connect() as conn:
+        assert conn.execute(text("select count(*) from adapter_versions")).scalar() == 0
+        assert conn.execute(text("select count(*) from adapters")).scalar() == 0
+
+
+def test_leftovers_of_a_kill_are_collected(registry, adapter, tmp_path, base_dir) -> None:
+    from adapters.registry import AdapterRegistry
+
+    staged = registry.store.stage(adapter)  # as if killed after staging
+    orphan = registry.store.path_for("f" * 64)
+    orphan.mkdir()  # as if killed between the rename and the database commit
+    import os
+
+    os.utime(orphan, (0, 0))
+    AdapterRegistry(str(registry.engine.url), registry.store.root, base_model="tiny-base",
+                    max_rank=16, base_model_dir=base_dir)  # fmt: skip
+    assert not staged.exists() and not orphan.exists()
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _tar(adapter, mode="w:gz", extra=None) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tf:
+        tf.add(adapter, arcname="my-adapter")
+        for info in extra or []:
+            tf.addfile(info)
+    return buf.getvalue()
+
+
+def test_archives_unpack_safely(adapter, tmp_path) -> None:
+    files = {p.name: p.read_bytes() for p in adapter.iterdir()}
+    out = extract_archive(_zip(files), tmp_path, 10 << 20)
+    assert (out / "adapter_config.json").is_file()
+    out = extract_archive(_tar(adapter), tmp_path, 10 << 20)
+    assert out.name == "my-adapter" and (out / "adapter_model.safetensors").is_file()
+    for evil in ("../evil.txt", "/etc/evil", "a/../../evil"):
+        with pytest.raises(AdapterError, match="unsafe path"):
+            extract_archive(_zip({evil: b"x", **files}), tmp_path, 10 << 20)
+    link = tarfile.TarInfo("my-adapter/link")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    with pytest.raises(AdapterError, match="not a regular file"):
+        extract_archive(_tar(adapter, extra=[link]), tmp_path, 10 << 20)
+    with pytest.raises(UploadTooLarge):
+        extract_archive(_zip({"big": b"0" * (2 << 20)}), tmp_path, 1 << 20)
+    with pytest.raises(AdapterError, match="neither a zip nor a tar"):
+        extract_archive(b"hello", tmp_path, 1 << 20)
+    with pytest.raises(AdapterError, match="no adapter_config.json"):
+        extract_archive(_zip({"readme.txt": b"x"}), tmp_path, 1 << 20)
+    assert [p for p in tmp_path.iterdir() if p.name.startswith("upload-")].__len__() == 2
