@@ -1,0 +1,96 @@
+"""The lexical leg: a BM25 index (bm25s) per tenant, persisted beside the Chroma collection.
+
+bm25s indexes a whole corpus at once, so the index is rebuilt from the collection after every
+write. Chroma is the source of truth: the index records the collection version it was built
+from, and a stale or damaged index is rebuilt rather than trusted.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bm25s
+
+
+def tokenize(texts: list[str]) -> list[list[str]]:
+    tokens: list[list[str]] = bm25s.tokenize(
+        texts, stopwords="en", return_ids=False, show_progress=False
+    )
+    return tokens
+
+
+@dataclass
+class LexicalIndex:
+    """A loaded index: the bm25s model plus the chunk ids and metadata it covers."""
+
+    version: str
+    ids: list[str]
+    metadatas: list[dict[str, Any]]
+    model: Any
+
+    def search(
+        self, query: str, n: int, where: dict[str, Any] | None = None
+    ) -> list[tuple[str, float]]:
+        """(chunk id, BM25 score) best first; only positive scores; `where` = equality filter."""
+        if not self.ids:
+            return []
+        tokens = tokenize([query])
+        if not tokens or not tokens[0]:
+            return []
+        k = len(self.ids) if where else min(n, len(self.ids))
+        docs, scores = self.model.retrieve(tokens, k=k, show_progress=False)
+        out = []
+        for index, score in zip(docs[0], scores[0], strict=True):
+            if score <= 0:
+                continue
+            meta = self.metadatas[int(index)]
+            if where and any(meta.get(key) != value for key, value in where.items()):
+                continue
+            out.append((self.ids[int(index)], float(score)))
+            if len(out) >= n:
+                break
+        return out
+
+
+def build(
+    ids: list[str], texts: list[str], metadatas: list[dict[str, Any]], version: str
+) -> LexicalIndex:
+    model = bm25s.BM25()
+    if texts:
+        model.index(tokenize(texts), show_progress=False)
+    return LexicalIndex(version, ids, metadatas, model)
+
+
+def save(index: LexicalIndex, directory: Path) -> None:
+    """Write to a temp dir and swap it in, so a reader never sees half an index."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".bm25-", dir=directory.parent))
+    try:
+        if index.ids:
+            index.model.save(str(tmp / "model"))
+        (tmp / "meta.json").write_text(
+            json.dumps({"version": index.version, "ids": index.ids, "metadatas": index.metadatas})
+        )
+        old = directory.with_name(directory.name + ".old")
+        if directory.exists():
+            directory.rename(old)
+        tmp.rename(directory)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load(directory: Path) -> LexicalIndex | None:
+    """The saved index, or None if missing or unreadable (the caller rebuilds)."""
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+        model = bm25s.BM25.load(str(directory / "model")) if meta["ids"] else bm25s.BM25()
+        return LexicalIndex(meta["version"], meta["ids"], meta["metadatas"], model)
+    except (OSError, ValueError, KeyError):
+        return None

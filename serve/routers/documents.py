@@ -1,0 +1,107 @@
+"""Tenant endpoints for documents: upload or records in, delete, and a retrieval debugger."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.datastructures import UploadFile
+from pydantic import BaseModel, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from retrieval.embeddings import SentenceTransformerEmbedder
+from retrieval.service import RetrievalService
+from serve.deps import StateDep, TenantDep
+from serve.errors import ApiError
+from serve.settings import Settings
+
+router = APIRouter(tags=["documents"])
+
+
+def build(settings: Settings, vllm_urls: list[str]) -> RetrievalService:
+    """The retrieval service: embedded Chroma under data_dir unless a server URL is set."""
+    embedder = SentenceTransformerEmbedder(settings.embedding_model)
+    return RetrievalService(
+        bm25_dir=settings.data_dir / "bm25",
+        chroma_path=None if settings.chroma_url else settings.chroma_dir,
+        chroma_url=settings.chroma_url,
+        embedder=embedder,
+        max_file_bytes=settings.max_upload_bytes,
+    )
+
+
+class RecordsBody(BaseModel):
+    records: list[dict[str, Any]] = Field(min_length=1, description="Each needs a 'text'.")
+
+
+class RetrieveBody(BaseModel):
+    query: str = Field(min_length=1)
+    top_k: int = Field(4, ge=1, le=50)
+    where: dict[str, str | int | float | bool] | None = None
+    mode: str = Field("hybrid", pattern="^(hybrid|dense|bm25)$")
+
+
+def _service(state: Any) -> RetrievalService:
+    if state.retrieval is None:
+        raise ApiError(503, "retrieval is not configured on this gateway", "no_retrieval")
+    service: RetrievalService = state.retrieval
+    return service
+
+
+@router.post("/v1/documents", status_code=201)
+async def add_documents(request: Request, state: StateDep, tenant: TenantDep) -> dict[str, Any]:
+    """Ingest files (multipart, field `file`, repeatable) or JSON `{"records": [...]}`.
+
+    Re-sending an unchanged document changes nothing; a changed one replaces its old chunks.
+    """
+    service = _service(state)
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/form-data"):
+        form = await request.form()
+        files = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
+        if not files:
+            raise ApiError(400, "send one or more files in the multipart field 'file'", "no_files")
+        reports = []
+        for upload in files:
+            data = await upload.read()
+            name = upload.filename or "upload.txt"
+            reports.append(await run_in_threadpool(service.ingest_bytes, tenant.name, name, data))
+        return _merge(reports)
+    try:
+        body = RecordsBody.model_validate_json(await request.body())
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise ApiError(
+            400,
+            f'send multipart files or JSON {{"records": [{{"text": ...}}]}}: '
+            f"{'.'.join(str(p) for p in err['loc'])} {err['msg']}",
+            "invalid_request",
+        ) from None
+    return (await run_in_threadpool(service.ingest_records, tenant.name, body.records)).to_dict()
+
+
+def _merge(reports: list[Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"documents": 0, "added": 0, "removed": 0, "unchanged": 0, "doc_ids": []}
+    for r in reports:
+        for key in ("documents", "added", "removed", "unchanged"):
+            out[key] += getattr(r, key)
+        out["doc_ids"] += r.doc_ids
+    return out
+
+
+@router.delete("/v1/documents/{doc_id:path}")
+async def delete_document(doc_id: str, state: StateDep, tenant: TenantDep) -> dict[str, Any]:
+    """Remove a document's chunks (its id: the file name, or the record's id)."""
+    removed = await run_in_threadpool(_service(state).delete_document, tenant.name, doc_id)
+    if not removed:
+        raise ApiError(404, f"no document {doc_id!r} for this tenant", "document_not_found")
+    return {"id": doc_id, "deleted": True, "chunks": removed}
+
+
+@router.post("/v1/retrieve")
+async def retrieve(body: RetrieveBody, state: StateDep, tenant: TenantDep) -> dict[str, Any]:
+    """What retrieval finds for a query: hits with their scores, and the strength summary."""
+    result = await run_in_threadpool(
+        _service(state).search, tenant.name, body.query, body.top_k, body.where, body.mode
+    )
+    return {"hits": [h.to_dict() for h in result.hits], "strength": result.strength}
