@@ -11,6 +11,7 @@ import json
 import shutil
 import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,16 @@ class LexicalIndex:
     ids: list[str]
     metadatas: list[dict[str, Any]]
     model: Any
+    texts: list[str]
+
+    @cached_property
+    def positions(self) -> dict[str, int]:
+        return {cid: i for i, cid in enumerate(self.ids)}
+
+    def record(self, chunk: str) -> tuple[str, dict[str, Any]] | None:
+        """(text, metadata) of a chunk this index holds, without asking Chroma."""
+        i = self.positions.get(chunk)
+        return None if i is None else (self.texts[i], self.metadatas[i])
 
     def search(
         self, query: str, n: int, where: dict[str, Any] | None = None
@@ -63,7 +74,7 @@ def build(
     model = bm25s.BM25()
     if texts:
         model.index(tokenize(texts), show_progress=False)
-    return LexicalIndex(version, ids, metadatas, model)
+    return LexicalIndex(version, ids, metadatas, model, texts)
 
 
 def save(index: LexicalIndex, directory: Path) -> None:
@@ -74,7 +85,14 @@ def save(index: LexicalIndex, directory: Path) -> None:
         if index.ids:
             index.model.save(str(tmp / "model"))
         (tmp / "meta.json").write_text(
-            json.dumps({"version": index.version, "ids": index.ids, "metadatas": index.metadatas})
+            json.dumps(
+                {
+                    "version": index.version,
+                    "ids": index.ids,
+                    "metadatas": index.metadatas,
+                    "texts": index.texts,
+                }
+            )  # fmt: skip
         )
         old = directory.with_name(directory.name + ".old")
         if directory.exists():
@@ -91,6 +109,6 @@ def load(directory: Path) -> LexicalIndex | None:
     try:
         meta = json.loads((directory / "meta.json").read_text())
         model = bm25s.BM25.load(str(directory / "model")) if meta["ids"] else bm25s.BM25()
-        return LexicalIndex(meta["version"], meta["ids"], meta["metadatas"], model)
+        return LexicalIndex(meta["version"], meta["ids"], meta["metadatas"], model, meta["texts"])
     except (OSError, ValueError, KeyError):
         return None

@@ -25,6 +25,7 @@ from retrieval.loaders import Document, load_bytes, record_to_document
 
 CODE_RE = re.compile(r"\b[A-Za-z]*[-_]?\d[\w-]*\b")
 MODES = ("hybrid", "dense", "bm25")
+INGEST_BATCH = 500
 
 
 @dataclass
@@ -183,15 +184,20 @@ class RetrievalService:
     def ingest_documents(
         self, tenant: str, docs: list[Document], progress: bool = False
     ) -> IngestReport:
-        """Add or replace documents: unchanged chunks stay, stale ones go, new ones are embedded."""
+        """Add or replace documents: unchanged chunks stay, stale ones go, new ones are embedded.
+
+        Work is batched (one lookup, one embedding pass, one upsert per batch of documents):
+        per-document round trips made a 10,000-record ingest take minutes.
+        """
         report = IngestReport()
         with self._locks[tenant]:
             col = self._collection(tenant, create=True)
             bar = _progress(progress, len(docs))
             try:
-                for doc in docs:
-                    self._ingest_one(col, doc, report)
-                    bar.update(1)
+                for start in range(0, len(docs), INGEST_BATCH):
+                    batch = docs[start : start + INGEST_BATCH]
+                    self._ingest_batch(col, batch, report)
+                    bar.update(len(batch))
             finally:
                 bar.close()
                 if report.added or report.removed:
@@ -201,41 +207,44 @@ class RetrievalService:
                 self._rebuild_lexical(tenant, col)
         return report
 
-    def _ingest_one(self, col: Any, doc: Document, report: IngestReport) -> None:
-        chunks = chunk_text(doc.text, self.chunk_tokens, self.overlap)
+    def _ingest_batch(self, col: Any, docs: list[Document], report: IngestReport) -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        wanted = {chunk_id(doc.source, c.position, c.text): c for c in chunks}
-        existing = set(col.get(where={"doc_id": doc.doc_id}, include=[])["ids"])
-        new_ids = [i for i in wanted if i not in existing]
-        stale = sorted(existing - set(wanted))
-        report.documents += 1
-        report.doc_ids.append(doc.doc_id)
-        if not new_ids and not stale:
-            report.unchanged += 1
-            return
+        latest = {doc.doc_id: doc for doc in docs}  # a repeated id: the last one wins
+        have = col.get(where={"doc_id": {"$in": list(latest)}}, include=["metadatas"])
+        existing: dict[str, set[str]] = defaultdict(set)
+        for cid, meta in zip(have["ids"], have["metadatas"], strict=True):
+            existing[str(meta["doc_id"])].add(cid)
+        new_ids: list[str] = []
+        new_texts: list[str] = []
+        new_inputs: list[str] = []
+        new_metas: list[dict[str, Any]] = []
+        stale: list[str] = []
+        for doc in latest.values():
+            chunks = chunk_text(doc.text, self.chunk_tokens, self.overlap)
+            wanted = {chunk_id(doc.source, c.position, c.text): c for c in chunks}
+            old = existing.get(doc.doc_id, set())
+            report.documents += 1
+            report.doc_ids.append(doc.doc_id)
+            fresh = [i for i in wanted if i not in old]
+            gone = sorted(old - set(wanted))
+            if not fresh and not gone:
+                report.unchanged += 1
+                continue
+            stale += gone
+            for cid in fresh:
+                c = wanted[cid]
+                new_ids.append(cid)
+                new_texts.append(c.text)
+                new_inputs.append(f"{c.heading}\n{c.text}" if c.heading else c.text)
+                new_metas.append({**doc.metadata, "doc_id": doc.doc_id, "source": doc.source,
+                                  "title": doc.title, "heading": c.heading,
+                                  "position": c.position, "ingested_at": now})  # fmt: skip
         if new_ids:
-            texts = [wanted[i].text for i in new_ids]
-            embeddings = self.embedder.embed(
-                [
-                    f"{wanted[i].heading}\n{wanted[i].text}"
-                    if wanted[i].heading
-                    else wanted[i].text
-                    for i in new_ids
-                ]
-            )
-            metadatas = [
-                {**doc.metadata, "doc_id": doc.doc_id, "source": doc.source, "title": doc.title,
-                 "heading": wanted[i].heading, "position": wanted[i].position, "ingested_at": now}
-                for i in new_ids
-            ]  # fmt: skip
-            for start in range(0, len(new_ids), 1000):
-                end = start + 1000
-                col.upsert(
-                    ids=new_ids[start:end],
-                    documents=texts[start:end],
-                    embeddings=embeddings[start:end],
-                    metadatas=metadatas[start:end],
-                )
+            embeddings = self.embedder.embed(new_inputs)
+            for i in range(0, len(new_ids), 1000):  # below Chroma's largest batch
+                j = i + 1000
+                col.upsert(ids=new_ids[i:j], documents=new_texts[i:j],
+                           embeddings=embeddings[i:j], metadatas=new_metas[i:j])  # fmt: skip
             report.added += len(new_ids)
         if stale:
             col.delete(ids=stale)  # only after the new chunks are in: fresh facts replace stale
@@ -293,7 +302,8 @@ class RetrievalService:
         ):
             raise RetrievalError("where must map metadata fields to plain values", "invalid_filter")
         col = self._collection(tenant, create=False)
-        if col is None or not query.strip() or col.count() == 0:
+        count = col.count() if col is not None else 0
+        if not count or not query.strip():
             return SearchResult([], {"top": 0.0, "margin": 0.0})
         pool = max(top_k * 5, 20)
         dense: dict[str, float] = {}
@@ -301,7 +311,7 @@ class RetrievalService:
         if mode in ("hybrid", "dense"):
             res = col.query(
                 query_embeddings=self.embedder.embed([query]),
-                n_results=min(pool, col.count()),
+                n_results=min(pool, count),
                 where=_chroma_where(where),
                 include=["documents", "metadatas", "distances"],
             )
@@ -314,7 +324,11 @@ class RetrievalService:
                 records[cid] = (text, dict(meta))
         lexical: dict[str, float] = {}
         if mode in ("hybrid", "bm25"):
-            lexical = dict(self._lexical_for(tenant, col).search(query, pool, where))
+            index = self._lexical_for(tenant, col)
+            lexical = dict(index.search(query, pool, where))
+            for cid in lexical:
+                if cid not in records and (held := index.record(cid)) is not None:
+                    records[cid] = (held[0], dict(held[1]))
             missing = [cid for cid in lexical if cid not in records]
             if missing:
                 got = col.get(ids=missing, include=["documents", "metadatas"])

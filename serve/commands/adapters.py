@@ -87,15 +87,15 @@ def register(
 
 def _lineage(directory: Path) -> dict[str, Any]:
     """Lineage the training module writes next to the adapter (report.json), if present."""
-    for candidate in (directory / "report.json", directory.parent / "report.json"):
-        if candidate.is_file():
-            report = json.loads(candidate.read_text())
-            return {
-                "dataset_digest": report.get("dataset_digest"),
-                "training_config": report.get("config"),
-                "eval_report": report.get("eval"),
-            }
-    return {}
+    lineage: dict[str, Any] = {}
+    for folder in (directory, directory.parent):
+        if (folder / "report.json").is_file() and not lineage:
+            report = json.loads((folder / "report.json").read_text())
+            lineage = {"dataset_digest": report.get("dataset_digest"),
+                       "training_config": report.get("config")}  # fmt: skip
+        if (folder / "eval.json").is_file():
+            lineage["eval_report"] = json.loads((folder / "eval.json").read_text())
+    return lineage
 
 
 def _exemplars_beside(directory: Path) -> list[str]:

@@ -1,0 +1,209 @@
+"""`loraplex data prepare`, `loraplex train` and `loraplex eval`: from raw JSONL to a served adapter.
+
+loraplex data prepare raw.jsonl --out datasets/support
+loraplex train --data datasets/support --out runs/support --register support --tenant acme
+loraplex eval runs/support/adapter --data datasets/support
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+data_app = typer.Typer(no_args_is_help=True)
+err = Console(stderr=True)
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="loraplex settings YAML.")]
+
+
+def _fail(exc: Any) -> None:
+    err.print(f"[red]error:[/red] {getattr(exc, 'message', exc)}")
+    raise typer.Exit(2)
+
+
+@data_app.command("prepare")
+def prepare(
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(help="JSONL files: chat, prompt/completion, Alpaca or preference pairs."),
+    ],
+    out: Annotated[Path, typer.Option(help="Output directory (replaced atomically).")],
+    eval_set: Annotated[
+        list[Path] | None, typer.Option(help="Eval JSONL to decontaminate against (repeatable).")
+    ] = None,
+    dedup_threshold: Annotated[
+        float, typer.Option(help="MinHash Jaccard for near-duplicates; 1.0 = exact only.")
+    ] = 0.8,
+    pii: Annotated[str, typer.Option(help="redact, drop or keep personal data.")] = "redact",
+    mix: Annotated[
+        Path | None, typer.Option(help="General instruction JSONL mixed into train.")
+    ] = None,
+    mix_ratio: Annotated[float, typer.Option(help="General examples per task example.")] = 0.0,
+    val_fraction: Annotated[float, typer.Option(help="Share held out for validation.")] = 0.1,
+    test_fraction: Annotated[float, typer.Option(help="Share held out for test.")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+) -> None:
+    """Validate, dedupe, redact PII, filter, split and decontaminate instruction data.
+
+    Writes train/validation/test.jsonl, manifest.json (digests, lineage) and report.md
+    (what was removed and why).
+    """
+    from training.curation import PrepareConfig
+    from training.curation import prepare as run
+    from training.errors import TrainingError
+
+    try:
+        cfg = PrepareConfig(dedup_threshold=dedup_threshold, pii=pii, mix_ratio=mix_ratio,  # type: ignore[arg-type]
+                            validation_fraction=val_fraction, test_fraction=test_fraction, seed=seed)  # fmt: skip
+        manifest = run(inputs, out, cfg, eval_sets=eval_set, mix=mix)
+    except TrainingError as exc:
+        _fail(exc)
+    table = Table("split", "examples")
+    for name, info in manifest["splits"].items():
+        table.add_row(name, str(info["count"]))
+    for reason, count in sorted(manifest["removed"].items()):
+        table.add_row(f"[dim]removed: {reason}[/dim]", str(count))
+    if manifest["rejected_lines"]:
+        table.add_row("[dim]malformed lines[/dim]", str(manifest["rejected_lines"]))
+    Console().print(table)
+    err.print(f"report: {out / 'report.md'}  dataset digest: {manifest['dataset_digest'][:12]}")
+
+
+def train(
+    data: Annotated[Path, typer.Option(help="Prepared dataset directory (loraplex data prepare).")],
+    out: Annotated[
+        Path, typer.Option(help="Run directory: adapter/, checkpoints/, report, loss.png.")
+    ],
+    qlora: Annotated[bool, typer.Option(help="4-bit nf4 base model (bitsandbytes).")] = False,
+    dpo: Annotated[bool, typer.Option(help="Preference tuning on preference.jsonl.")] = False,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the data.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
+    rank: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Examples per step.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Training config YAML (TrainConfig fields).")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in OUT.")] = False,
+    sweep: Annotated[
+        bool, typer.Option(help="Grid over rank x lr; best by validation loss.")
+    ] = False,
+    register: Annotated[
+        str | None, typer.Option(help="Register the adapter under this name.")
+    ] = None,
+    tenant: Annotated[str | None, typer.Option(help="Owner tenant when registering.")] = None,
+    settings_file: Annotated[
+        Path | None, typer.Option("--settings", help="loraplex settings YAML.")
+    ] = None,
+) -> None:
+    """Fine-tune a LoRA (or QLoRA) adapter on the served base model.
+
+    Loss is on assistant answers only, with the model's own chat template. Validation loss is
+    tracked, the best checkpoint kept, early stopping on; a loss curve and a report are written.
+    """
+    from serve.cli import load_settings
+    from training.config import TrainConfig
+    from training.errors import TrainingError
+
+    settings = load_settings(settings_file)
+    overrides: dict[str, Any] = {"epochs": epochs, "max_steps": max_steps, "rank": rank, "learning_rate": lr,
+                 "batch_size": batch_size, "qlora": qlora or None}  # fmt: skip
+    defaults: dict[str, Any] = {
+        "base_model_dir": settings.resolved_model_dir,
+        "base_model_name": settings.base_model,
+    }
+    try:
+        if config is not None:
+            cfg = TrainConfig.from_yaml(config, **overrides)
+        else:
+            cfg = TrainConfig(**defaults, **{k: v for k, v in overrides.items() if v is not None})
+        if cfg.rank > settings.vllm_max_lora_rank:
+            raise TrainingError(f"rank {cfg.rank} is above the server's max LoRA rank "
+                                f"{settings.vllm_max_lora_rank}", "invalid_config")  # fmt: skip
+        if sweep:
+            from training.sweep import sweep as run_sweep
+
+            summary = run_sweep(
+                cfg, data, out, ranks=[4, 8, 16], lrs=[1e-4, 2e-4, 5e-4], progress=True
+            )
+            table = Table("rank", "lr", "best val loss", "run")
+            for r in summary["runs"]:
+                mark = " *" if r is summary["best"] else ""
+                table.add_row(
+                    str(r["rank"]), f"{r['lr']:g}", f"{r['best_val_loss']}{mark}", r["dir"]
+                )
+            Console().print(table)
+            out = Path(summary["best"]["dir"])
+            result_dir = out / "adapter"
+        else:
+            if dpo:
+                from training.dpo import train_dpo as run
+            else:
+                from training.sft import train_sft as run
+            result = run(cfg, data, out, resume=resume, progress=True)
+            result_dir = result.adapter_dir
+            rep = result.report
+            err.print(f"steps {rep['steps']}, train loss {rep['first_train_loss']} -> "
+                      f"{rep['last_train_loss']}, best val loss {rep['best_val_loss']}, "
+                      f"{rep['tokens_per_s']} tokens/s")  # fmt: skip
+    except TrainingError as exc:
+        _fail(exc)
+    typer.echo(str(result_dir))
+    err.print(f"report: {out / 'report.md'}  loss curve: {out / 'loss.png'}")
+    if register:
+        _register(settings, result_dir, register, tenant)
+
+
+def _register(settings: Any, adapter_dir: Path, name: str, tenant: str | None) -> None:
+    from adapters.errors import AdapterError
+    from serve.commands.adapters import _exemplars_beside, _lineage
+    from serve.routers.adapters import build
+
+    registry, _ = build(settings, [])
+    try:
+        av = registry.register(adapter_dir, name, owner=tenant, lineage=_lineage(adapter_dir),
+                               exemplars=_exemplars_beside(adapter_dir))  # fmt: skip
+    except AdapterError as exc:
+        _fail(exc)
+    err.print(f"registered {av.ref} (served as {av.served_name})")
+
+
+def evaluate(
+    adapter_dir: Annotated[Path, typer.Argument(help="Adapter directory (runs/NAME/adapter).")],
+    data: Annotated[
+        Path, typer.Option(help="Prepared dataset directory (its test split is used).")
+    ],
+    general: Annotated[
+        Path | None, typer.Option(help="General chat JSONL to check forgetting.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Examples to evaluate.")] = 50,
+    settings_file: Annotated[
+        Path | None, typer.Option("--settings", help="loraplex settings YAML.")
+    ] = None,
+) -> None:
+    """Compare the adapter with the base model on held-out data; GO / NO-GO by the gates.
+
+    Exits 1 on NO-GO, so scripts can gate promotion on it.
+    """
+    from serve.cli import load_settings
+    from training.errors import TrainingError
+    from training.evaluate import evaluate as run
+
+    settings = load_settings(settings_file)
+    try:
+        report = run(adapter_dir, data, settings.resolved_model_dir, general=general, limit=limit)
+    except TrainingError as exc:
+        _fail(exc)
+    table = Table("metric", "base", "adapter")
+    for key in report["adapter"]:
+        table.add_row(key, f"{report['base'][key]:.4f}", f"{report['adapter'][key]:.4f}")
+    Console().print(table)
+    for check, ok in report["checks"].items():
+        err.print(f"{'[green]pass[/green]' if ok else '[red]fail[/red]'}  {check}")
+    typer.echo(json.dumps({"go": report["go"]}))
+    if not report["go"]:
+        raise typer.Exit(1)

@@ -1,0 +1,152 @@
+"""Training on the real SmolLM2 base, a few steps on tiny generated data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from adapters.validation import validate_adapter
+from training.config import TrainConfig
+from training.curation import PrepareConfig, prepare
+from training.errors import TrainingError
+from training.formats import write_jsonl
+from training.synthetic import json_task
+
+SMALL = dict(batch_size=4, max_length=96, learning_rate=1e-3, rank=8, warmup_ratio=0.0)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ds")
+    write_jsonl(root / "raw.jsonl", json_task(60, seed=3))
+    prepare([root / "raw.jsonl"], root / "data", PrepareConfig(dedup_threshold=1.0))
+    return root / "data"
+
+
+@pytest.fixture(scope="module")
+def sft_run(model_dir, dataset, tmp_path_factory):
+    from training.sft import train_sft
+
+    cfg = TrainConfig(base_model_dir=model_dir, max_steps=4, eval_steps=2, **SMALL)
+    return train_sft(cfg, dataset, tmp_path_factory.mktemp("run") / "sft", progress=False)
+
+
+def test_lora_training_lowers_validation_loss_and_writes_a_servable_adapter(sft_run, model_dir) -> None:
+    report = sft_run.report
+    assert report["steps"] == 4
+    assert report["best_val_loss"] < report["first_val_loss"] * 0.8
+    out = sft_run.adapter_dir.parent
+    for name in ("report.json", "report.md", "loss.png", "exemplars.json"):
+        assert (out / name).is_file(), name
+    assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "exemplars.json").read_text())
+    assert report["dataset_digest"] and report["tokens_per_s"] > 0
+    info = validate_adapter(sft_run.adapter_dir, base_model="SmolLM2-135M-Instruct", max_rank=16,
+                            base_config=json.loads((model_dir / "config.json").read_text()))  # fmt: skip
+    assert info.rank == 8 and "q_proj" in info.target_modules
+    assert not list(out.glob(".adapter-tmp*"))
+
+
+def test_trained_adapter_is_served_by_vllm(stack, sft_run) -> None:
+    key = stack.make_tenant("tr-acme")
+    with stack.admin() as admin:
+        import io
+        import zipfile
+
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            for f in sft_run.adapter_dir.iterdir():
+                zf.write(f, f.name)
+        resp = admin.post("/v1/adapters", files={"file": ("a.zip", buf.getvalue())},
+                          data={"name": "json-extract", "tenant": "tr-acme"})  # fmt: skip
+        assert resp.status_code == 201, resp.text
+    question = json_task(1, seed=99)[0]["messages"][:1]
+    answer = stack.openai(key).chat.completions.create(
+        model="json-extract", messages=question, temperature=0, max_tokens=40
+    )
+    assert answer.choices[0].message.content and answer.model_extra["loraplex"]["route"] == "adapter"
+
+
+def test_evaluation_compares_with_the_base(sft_run, dataset, model_dir) -> None:
+    from training.evaluate import evaluate
+
+    report = evaluate(sft_run.adapter_dir, dataset, model_dir, limit=4)
+    assert report["adapter"]["loss"] < report["base"]["loss"]
+    assert "json_valid" in report["adapter"] and set(report["checks"]) >= {"task loss improves"}
+    assert (sft_run.adapter_dir.parent / "eval.png").is_file()
+
+
+def test_qlora_runs_on_cpu(model_dir, dataset, tmp_path) -> None:
+    from training.sft import train_sft
+
+    cfg = TrainConfig(base_model_dir=model_dir, max_steps=2, eval_steps=100, qlora=True, **SMALL)
+    result = train_sft(cfg, dataset, tmp_path / "q", progress=False)
+    assert result.report["steps"] == 2 and (result.adapter_dir / "adapter_model.safetensors").is_file()
+    validate_adapter(result.adapter_dir, base_model="SmolLM2-135M-Instruct", max_rank=16,
+                     base_config=json.loads((model_dir / "config.json").read_text()))  # fmt: skip
+
+
+def test_dpo_runs(model_dir, tmp_path) -> None:
+    from training.dpo import train_dpo
+
+    pairs = [{"prompt": f"Give the number {i} as JSON.", "chosen": json.dumps({"n": i}),
+              "rejected": f"The number is {i}."} for i in range(8)]  # fmt: skip
+    write_jsonl(tmp_path / "raw.jsonl", pairs)
+    prepare([tmp_path / "raw.jsonl"], tmp_path / "data")
+    cfg = TrainConfig(base_model_dir=model_dir, max_steps=2, **SMALL)
+    result = train_dpo(cfg, tmp_path / "data", tmp_path / "dpo", progress=False)
+    assert result.report["method"] == "dpo" and result.report["steps"] == 2
+    assert (result.adapter_dir / "adapter_config.json").is_file()
+
+
+def test_resume_continues_from_the_checkpoint(model_dir, tmp_path) -> None:
+    from training.sft import train_sft
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_jsonl(data / "train.jsonl", json_task(16, seed=5))  # no validation: checkpoint every step
+    first = TrainConfig(base_model_dir=model_dir, max_steps=2, save_steps=1, **SMALL)
+    train_sft(first, data, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-2").is_dir()
+    second = TrainConfig(base_model_dir=model_dir, max_steps=3, save_steps=1, **SMALL)
+    resumed = train_sft(second, data, tmp_path / "run", resume=True, progress=False)
+    assert resumed.report["steps"] == 3
+    # Only the one remaining step ran: the first two came from the checkpoint.
+    assert [s for s, _ in resumed.report["train_loss"]] == [3]
+
+
+def test_bad_inputs_fail_before_training(model_dir, tmp_path) -> None:
+    from training.sft import train_sft
+
+    with pytest.raises(TrainingError, match="does not exist"):
+        train_sft(TrainConfig(base_model_dir=tmp_path / "nope"), tmp_path, tmp_path / "o")
+    with pytest.raises(TrainingError, match="train.jsonl is missing"):
+        train_sft(TrainConfig(base_model_dir=model_dir), tmp_path, tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_prepare_train_register(model_dir, tmp_path) -> None:
+    """The three commands a user runs, end to end through the real CLI."""
+    import os
+    import subprocess
+    import sys
+
+    write_jsonl(tmp_path / "raw.jsonl", json_task(24, seed=8))
+    env = {**os.environ, "LORAPLEX_DATA_DIR": str(tmp_path / "state"), "LORAPLEX_MODEL_DIR": str(model_dir)}
+    cli = [sys.executable, "-m", "serve.cli"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*cli, *args], env=env, capture_output=True, text=True, timeout=600)
+
+    prep = run("data", "prepare", str(tmp_path / "raw.jsonl"), "--out", str(tmp_path / "ds"), "--dedup-threshold", "1.0")
+    assert prep.returncode == 0, prep.stderr
+    trained = run("train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "run"), "--max-steps", "1",
+                  "--batch-size", "2", "--register", "cli-json")  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert trained.stdout.strip().endswith("adapter")
+    listed = run("adapters", "list")
+    assert "cli-json" in listed.stdout
+    bad = run("train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "r2"), "--rank", "64")
+    assert bad.returncode == 2 and "max LoRA rank" in bad.stderr

@@ -1,0 +1,92 @@
+"""The training config: one typed object, loadable from YAML, checked before any work starts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from training.errors import TrainingError
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class TrainConfig:
+    """LoRA / QLoRA / DPO fine-tuning of the served base model."""
+
+    base_model_dir: Path = field(default=Path("data/models/SmolLM2-135M-Instruct"),
+                                 metadata={"help": "local Hugging Face model directory"})  # fmt: skip
+    base_model_name: str = field(default="SmolLM2-135M-Instruct",
+                                 metadata={"help": "name recorded in adapter_config.json"})  # fmt: skip
+    rank: int = field(default=8, metadata={"help": "LoRA rank r (<= the server's max LoRA rank)"})
+    alpha: int = field(default=16, metadata={"help": "LoRA alpha; scale = alpha / rank"})
+    dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    target_modules: list[str] = field(default_factory=lambda: list(ALL_LINEAR),
+                                      metadata={"help": "projections to adapt (vLLM serves these)"})  # fmt: skip
+    learning_rate: float = field(default=2e-4, metadata={"help": "peak learning rate"})
+    scheduler: str = field(default="cosine", metadata={"help": "linear, cosine or constant"})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "fraction of steps warming up"})
+    epochs: float = field(default=2.0, metadata={"help": "passes over the training split"})
+    max_steps: int = field(default=-1, metadata={"help": "stop after this many steps (-1: epochs)"})
+    batch_size: int = field(default=8, metadata={"help": "examples per device step"})
+    grad_accum: int = field(default=1, metadata={"help": "steps per optimizer update"})
+    max_length: int = field(default=512, metadata={"help": "tokens per example (truncated)"})
+    seed: int = field(default=0, metadata={"help": "seed for data order and LoRA init"})
+    eval_steps: int = field(default=20, metadata={"help": "validation loss every N steps"})
+    save_steps: int = field(default=20, metadata={"help": "checkpoint every N steps"})
+    early_stopping_patience: int = field(default=3, metadata={"help": "evals without improvement"})
+    qlora: bool = field(default=False, metadata={"help": "4-bit nf4 base (bitsandbytes)"})
+    packing: bool = field(default=False, metadata={"help": "pack short examples into one row"})
+    dpo_beta: float = field(default=0.1, metadata={"help": "DPO temperature"})
+
+    def __post_init__(self) -> None:
+        self.base_model_dir = Path(self.base_model_dir)
+        checks = [
+            (1 <= self.rank <= 256, f"rank must be 1..256, got {self.rank}"),
+            (self.alpha >= 1, f"alpha must be >= 1, got {self.alpha}"),
+            (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
+            (0 < self.learning_rate < 1, f"learning_rate must be in (0, 1), got {self.learning_rate}"),
+            (self.scheduler in ("linear", "cosine", "constant"),
+             f"scheduler must be linear, cosine or constant, got {self.scheduler!r}"),
+            (0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}"),
+            (self.epochs > 0, f"epochs must be > 0, got {self.epochs}"),
+            (self.max_steps == -1 or self.max_steps >= 1, "max_steps must be -1 or >= 1"),
+            (1 <= self.batch_size <= 1024, f"batch_size must be 1..1024, got {self.batch_size}"),
+            (self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}"),
+            (32 <= self.max_length <= 32768, f"max_length must be 32..32768, got {self.max_length}"),
+            (self.eval_steps >= 1 and self.save_steps >= 1, "eval_steps and save_steps must be >= 1"),
+            (bool(self.target_modules), "target_modules must not be empty"),
+            (self.dpo_beta > 0, "dpo_beta must be > 0"),
+        ]  # fmt: skip
+        for ok, message in checks:
+            if not ok:
+                raise TrainingError(message, "invalid_config")
+        unknown = sorted(set(self.target_modules) - set(ALL_LINEAR))
+        if unknown:
+            raise TrainingError(
+                f"target_modules {unknown} cannot be served by vLLM as LoRA; use {ALL_LINEAR}",
+                "invalid_config",
+            )
+
+    @classmethod
+    def from_yaml(cls, path: Path, **overrides: Any) -> TrainConfig:
+        """Load a YAML file of fields; unknown keys are an error naming the known ones."""
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise TrainingError(f"cannot read config {path}: {exc}", "invalid_config") from None
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise TrainingError(
+                f"unknown config keys {unknown}; known: {sorted(known)}", "invalid_config"
+            )
+        return cls(**{**data, **{k: v for k, v in overrides.items() if v is not None}})
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["base_model_dir"] = str(self.base_model_dir)
+        return out

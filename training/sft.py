@@ -1,0 +1,217 @@
+"""Supervised fine-tuning with LoRA or QLoRA via TRL's SFTTrainer, and the shared run plumbing.
+
+Examples become conversational prompt/completion pairs (the last assistant turn is the
+completion), so TRL applies the model's own chat template (the one vLLM serves with) and puts
+the loss on the assistant's answer only.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training.config import TrainConfig
+from training.errors import TrainingError
+from training.formats import read_jsonl
+from training.report import losses, plot_losses, write_report
+
+ADAPTER = "adapter"
+
+
+@dataclass
+class RunResult:
+    adapter_dir: Path
+    report: dict[str, Any]
+
+
+def check_base(cfg: TrainConfig) -> None:
+    if not (cfg.base_model_dir / "config.json").is_file():
+        raise TrainingError(
+            f"base model {cfg.base_model_dir} does not exist (no config.json): run "
+            "`loraplex models pull` or pass a local Hugging Face model directory",
+            "base_model_not_found",
+            404,
+        )
+
+
+def load_base(cfg: TrainConfig) -> tuple[Any, Any]:
+    """The base model (4-bit nf4 for QLoRA) and its tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    check_base(cfg)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.base_model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if cfg.qlora:
+        from peft import prepare_model_for_kbit_training
+        from transformers import BitsAndBytesConfig
+
+        bnb = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.float32,
+        )
+        model = AutoModelForCausalLM.from_pretrained(
+            cfg.base_model_dir,
+            quantization_config=bnb,
+            device_map="cuda" if torch.cuda.is_available() else "cpu",
+            dtype=torch.float32,
+        )
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(cfg.base_model_dir, dtype=torch.float32)
+    return model, tokenizer
+
+
+def lora_config(cfg: TrainConfig) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+def common_args(cfg: TrainConfig, out_dir: Path, has_eval: bool, progress: bool) -> dict[str, Any]:
+    import torch
+
+    steps = cfg.eval_steps
+    return dict(
+        output_dir=str(out_dir / "checkpoints"),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.scheduler,
+        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        logging_steps=1,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=steps,
+        # Checkpoints on the eval grid, so early stopping can restore the best one.
+        save_strategy="steps",
+        save_steps=steps if has_eval else cfg.save_steps,
+        save_total_limit=2,
+        load_best_model_at_end=has_eval,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        bf16=False,
+        fp16=False,
+        dataloader_num_workers=0,
+        disable_tqdm=not progress,
+        include_num_input_tokens_seen="non_padding",
+        max_length=cfg.max_length,
+    )
+
+
+def to_prompt_completion(example: dict[str, Any]) -> dict[str, Any]:
+    msgs = example["messages"]
+    last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+    return {"prompt": msgs[:last], "completion": [msgs[last]]}
+
+
+def load_split(data_dir: Path, name: str) -> list[dict[str, Any]]:
+    path = Path(data_dir) / f"{name}.jsonl"
+    return read_jsonl(path) if path.is_file() else []
+
+
+def resume_point(out_dir: Path, resume: bool) -> str | None:
+    if not resume:
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpts = out_dir / "checkpoints"
+    return get_last_checkpoint(str(ckpts)) if ckpts.is_dir() else None
+
+
+def train_sft(cfg: TrainConfig, data_dir: Path, out_dir: Path, *, resume: bool = False,
+              progress: bool = True) -> RunResult:  # fmt: skip
+    """Fine-tune on data_dir/train.jsonl (validation.jsonl for eval); write out_dir/adapter."""
+    from datasets import Dataset
+    from transformers import EarlyStoppingCallback
+    from trl import SFTConfig, SFTTrainer
+
+    check_base(cfg)
+    train_rows = load_split(data_dir, "train")
+    if not train_rows:
+        raise TrainingError(
+            f"{data_dir}/train.jsonl is missing or empty: run `loraplex data prepare` first",
+            "empty_dataset",
+        )
+    val_rows = load_split(data_dir, "validation")
+    model, tokenizer = load_base(cfg)
+    train_ds = Dataset.from_list([to_prompt_completion(r) for r in train_rows])
+    val_ds = Dataset.from_list([to_prompt_completion(r) for r in val_rows]) if val_rows else None
+    args = SFTConfig(**common_args(cfg, out_dir, val_ds is not None, progress),
+                     packing=cfg.packing, completion_only_loss=True)  # fmt: skip
+    callbacks: list[Any] = (
+        [EarlyStoppingCallback(cfg.early_stopping_patience)] if val_ds is not None else []
+    )
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+        processing_class=tokenizer, peft_config=lora_config(cfg), callbacks=callbacks,
+    )  # fmt: skip
+    return finish(trainer, cfg, data_dir, out_dir, "sft", resume, train_rows)
+
+
+def finish(trainer: Any, cfg: TrainConfig, data_dir: Path, out_dir: Path, method: str,
+           resume: bool, train_rows: list[dict[str, Any]]) -> RunResult:  # fmt: skip
+    """Train (resuming if asked), then write the adapter atomically plus report, plot, exemplars."""
+    first_val = None
+    if trainer.eval_dataset is not None and not resume:
+        first_val = float(trainer.evaluate()["eval_loss"])
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume_point(out_dir, resume))
+    wall = time.perf_counter() - started
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".{ADAPTER}-tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.model.save_pretrained(tmp)
+    adapter_cfg = json.loads((tmp / "adapter_config.json").read_text())
+    adapter_cfg["base_model_name_or_path"] = cfg.base_model_name
+    (tmp / "adapter_config.json").write_text(json.dumps(adapter_cfg, indent=2))
+    final = out_dir / ADAPTER
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    train_loss, val_loss = losses(trainer.state.log_history)
+    if first_val is not None:
+        val_loss = [(0, first_val), *val_loss]
+    plot_losses(train_loss, val_loss, out_dir / "loss.png", f"{method} on {cfg.base_model_name}")
+    manifest = Path(data_dir) / "manifest.json"
+    tokens = int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0)
+    report = {
+        "method": method,
+        "config": cfg.to_dict(),
+        "dataset_digest": json.loads(manifest.read_text())["dataset_digest"]
+        if manifest.is_file()
+        else None,
+        "steps": trainer.state.global_step,
+        "wall_s": round(wall, 1),
+        "tokens_seen": tokens,
+        "tokens_per_s": round(tokens / wall, 1) if wall > 0 else None,
+        "train_loss": train_loss,
+        "val_loss": val_loss,
+        "first_train_loss": train_loss[0][1] if train_loss else None,
+        "last_train_loss": train_loss[-1][1] if train_loss else None,
+        "first_val_loss": val_loss[0][1] if val_loss else None,
+        "best_val_loss": min(v for _, v in val_loss) if val_loss else None,
+    }
+    write_report(out_dir, report)
+    prompts = [next((m["content"] for m in r.get("messages", []) if m["role"] == "user"), None)
+               or r.get("prompt") for r in train_rows[:8]]  # fmt: skip
+    (out_dir / "exemplars.json").write_text(json.dumps([p for p in prompts if p], indent=2))
+    return RunResult(final, report)
