@@ -12,12 +12,18 @@ import shutil
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from adapters.errors import AdapterError, UploadTooLarge
 
-MAX_MEMBERS = 32
+MAX_MEMBERS = 16  # an adapter is 2 files (plus a README and folders at most)
+
+
+def _source(data: bytes | Path) -> Any:
+    return io.BytesIO(data) if isinstance(data, bytes) else Path(data)
 
 
 @dataclass
@@ -34,12 +40,16 @@ def _check_name(name: str) -> PurePosixPath:
     return path
 
 
-def extract_archive(data: bytes, dest_root: Path, max_bytes: int) -> Path:
-    """Unpack `data` into a new directory under `dest_root`; return the adapter directory."""
-    opener = _zip_members if zipfile.is_zipfile(io.BytesIO(data)) else _tar_members
+def extract_archive(data: bytes | Path, dest_root: Path, max_bytes: int) -> Path:
+    """Unpack `data` (the archive's bytes, or a file holding them) into a new directory under
+    `dest_root`; return the adapter directory inside it. The caller removes the new directory."""
+    opener = _zip_members if zipfile.is_zipfile(_source(data)) else _tar_members
     dest = Path(tempfile.mkdtemp(prefix="upload-", dir=dest_root))
     try:
-        opener(data, dest, max_bytes)
+        try:
+            opener(data, dest, max_bytes)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+            raise AdapterError(f"archive is corrupt: {exc}", "not_an_archive") from None
         return _adapter_dir(dest)
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
@@ -49,8 +59,8 @@ def extract_archive(data: bytes, dest_root: Path, max_bytes: int) -> Path:
 def _budget(members: list[Member], max_bytes: int) -> None:
     if len(members) > MAX_MEMBERS:
         raise AdapterError(
-            f"archive has {len(members)} members; an adapter needs 2 "
-            "(adapter_config.json, adapter_model.safetensors)",
+            f"archive has {len(members)} members, more than the limit of {MAX_MEMBERS}; "
+            "archive only the adapter directory (adapter_config.json, adapter_model.safetensors)",
             "unsafe_archive",
         )
     total = sum(m.size for m in members if m.is_file)
@@ -60,8 +70,8 @@ def _budget(members: list[Member], max_bytes: int) -> None:
         )
 
 
-def _zip_members(data: bytes, dest: Path, max_bytes: int) -> None:
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+def _zip_members(data: bytes | Path, dest: Path, max_bytes: int) -> None:
+    with zipfile.ZipFile(_source(data)) as zf:
         infos = zf.infolist()
         members = [Member(i.filename, i.file_size, not i.is_dir()) for i in infos]
         _budget(members, max_bytes)
@@ -70,9 +80,12 @@ def _zip_members(data: bytes, dest: Path, max_bytes: int) -> None:
             rel = _check_name(info.filename)
             if info.is_dir():
                 continue
-            if (info.external_attr >> 16) & 0o170000 == 0o120000:
+            kind = (info.external_attr >> 16) & 0o170000
+            if kind not in (0, 0o100000):  # 0: made on a system without Unix modes
                 raise AdapterError(
-                    f"archive member {info.filename!r} is a symlink", "unsafe_archive"
+                    f"archive member {info.filename!r} is not a regular file (links and devices "
+                    "are refused)",
+                    "unsafe_archive",
                 )
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -85,16 +98,26 @@ def _zip_members(data: bytes, dest: Path, max_bytes: int) -> None:
                     out.write(block)
 
 
-def _tar_members(data: bytes, dest: Path, max_bytes: int) -> None:
+def _tar_members(data: bytes | Path, dest: Path, max_bytes: int) -> None:
     try:
-        tf = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")  # noqa: SIM115 - closed below
-    except tarfile.TarError:
+        if isinstance(data, bytes):
+            tf = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")  # noqa: SIM115 - closed below
+        else:
+            tf = tarfile.open(name=data, mode="r:*")  # noqa: SIM115 - closed below
+    except (tarfile.TarError, EOFError, OSError):
         raise AdapterError(
             "upload is neither a zip nor a tar archive of the adapter directory", "not_an_archive"
         ) from None
     with tf:
-        infos = tf.getmembers()
-        _budget([Member(i.name, i.size, i.isfile()) for i in infos], max_bytes)
+        # Read headers one by one and stop at the first that breaks a limit: listing all
+        # members first would decompress a whole gzip bomb just to count it.
+        infos: list[tarfile.TarInfo] = []
+        try:
+            for info in tf:
+                infos.append(info)
+                _budget([Member(i.name, i.size, i.isfile()) for i in infos], max_bytes)
+        except tarfile.TarError as exc:
+            raise AdapterError(f"tar archive is corrupt: {exc}", "not_an_archive") from None
         for info in infos:
             rel = _check_name(info.name)
             if info.isdir():

@@ -33,6 +33,7 @@ class HotSwapper:
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     async def aclose(self) -> None:
+        """Close the HTTP client."""
         await self.http.aclose()
 
     async def _load_one(self, url: str, served_name: str, path: str) -> ReplicaResult:
@@ -59,41 +60,67 @@ class HotSwapper:
         ok = resp.status_code == 200 or resp.status_code in (400, 404)
         return ReplicaResult(url, ok, "" if resp.status_code == 200 else resp.text[:300])
 
-    async def load(self, served_name: str, path: str) -> list[ReplicaResult]:
-        """Load into every replica; one result per replica."""
-        async with self._locks[served_name]:
+    async def load(self, lora_name: str, path: str) -> list[ReplicaResult]:
+        """Load `lora_name` (a served name, `NAME-vN`) from `path` into every replica; one
+        result per replica. A replica that refuses is reported, not raised."""
+        async with self._locks[lora_name]:
             return list(
-                await asyncio.gather(*(self._load_one(u, served_name, path) for u in self.urls))
+                await asyncio.gather(*(self._load_one(u, lora_name, path) for u in self.urls))
             )
 
-    async def unload(self, served_name: str) -> list[ReplicaResult]:
-        """Unload from every replica."""
-        async with self._locks[served_name]:
-            return list(
-                await asyncio.gather(*(self._unload_one(u, served_name) for u in self.urls))
-            )
+    async def unload(self, lora_name: str) -> list[ReplicaResult]:
+        """Unload `lora_name` from every replica (not holding it counts as success)."""
+        async with self._locks[lora_name]:
+            return list(await asyncio.gather(*(self._unload_one(u, lora_name) for u in self.urls)))
+
+    async def held(self, url: str) -> set[str] | None:
+        """The adapters replica `url` says it holds (`/v1/models`), or None if it cannot say.
+
+        Also refreshes what is tracked for that replica: after a vLLM restart it holds nothing.
+        """
+        try:
+            resp = await self.http.get(f"{url}/v1/models")
+            resp.raise_for_status()
+            cards = resp.json().get("data", [])
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return None
+        # vLLM lists LoRA adapters as model cards whose `parent` is the base model.
+        names = {c["id"] for c in cards if isinstance(c, dict) and c.get("parent")}
+        self.loaded[url] = set(names)
+        return names
 
     async def ensure_loaded(
-        self, served_name: str, path: str, force: bool = False
+        self, lora_name: str, path: str, force: bool = False
     ) -> list[ReplicaResult]:
-        """Load where not known to be loaded (or everywhere with `force`, e.g. after vLLM
-        answered that it does not hold the adapter: it restarted or evicted it)."""
-        missing = [u for u in self.urls if force or served_name not in self.loaded[u]]
+        """Load `lora_name` wherever it is not loaded yet; one result per replica touched.
+
+        Without `force`, what this object tracked is trusted (no request at all when every
+        replica holds it). With `force` (the caller is unsure, e.g. vLLM just answered that it
+        does not know the adapter: it restarted or evicted it), each replica's `/v1/models` is
+        asked first and only those that lack the adapter are loaded.
+        """
+        missing = [u for u in self.urls if force or lora_name not in self.loaded[u]]
         if not missing:
             return [ReplicaResult(u, True, "already loaded") for u in self.urls]
-        async with self._locks[served_name]:
-            missing = [u for u in missing if force or served_name not in self.loaded[u]]
+        async with self._locks[lora_name]:
             if force:
-                for url in missing:
-                    self.loaded[url].discard(served_name)
-            return list(
-                await asyncio.gather(*(self._load_one(u, served_name, path) for u in missing))
-            )
+                held = await asyncio.gather(*(self.held(u) for u in missing))
+                missing = [u for u, names in zip(missing, held, strict=True)
+                           if names is None or lora_name not in names]  # fmt: skip
+            else:  # another task may have loaded it while this one waited for the lock
+                missing = [u for u in missing if lora_name not in self.loaded[u]]
+            results = await asyncio.gather(*(self._load_one(u, lora_name, path) for u in missing))
+        done = {r.url for r in results}
+        return list(results) + [
+            ReplicaResult(u, True, "already loaded") for u in self.urls if u not in done
+        ]
 
 
 def all_ok(results: list[ReplicaResult]) -> bool:
+    """Every replica succeeded."""
     return all(r.ok for r in results)
 
 
 def any_ok(results: list[ReplicaResult]) -> bool:
+    """At least one replica succeeded (enough to serve; the others load on their next miss)."""
     return any(r.ok for r in results)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from adapters.errors import AdapterConflict, AdapterError, AdapterNotFound
 from adapters.models import AdapterRow, VersionRow
 from adapters.store import ArtifactStore
-from adapters.validation import AdapterInfo, validate_adapter
+from adapters.validation import AdapterInfo, check_files, validate_adapter
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 SERVED_RE = re.compile(r"^(?P<name>.+)-v(?P<version>\d+)$")
@@ -53,10 +53,12 @@ class AdapterVersion:
 
     @property
     def served_name(self) -> str:
+        """The name vLLM serves this version under: stable and unique per version."""
         return f"{self.name}-v{self.version}"
 
     @property
     def ref(self) -> str:
+        """`NAME@N`, the registry's own reference to this version."""
         return f"{self.name}@{self.version}"
 
     def usable_by(self, tenant: str) -> bool:
@@ -68,6 +70,7 @@ class AdapterVersion:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (what the admin API returns)."""
         return {
             "name": self.name,
             "version": self.version,
@@ -135,8 +138,8 @@ class AdapterRegistry:
         max_rank: int,
         base_model_dir: Path | None = None,
     ) -> None:
+        self.engine = _engine(database_url)  # first: it makes a SQLite file's directory
         migrate(database_url)
-        self.engine = _engine(database_url)
         self.store = ArtifactStore(store_dir)
         self.store.clean_staging()
         self.store.collect_garbage(self._all_digests())
@@ -161,6 +164,7 @@ class AdapterRegistry:
 
     # -- writing --------------------------------------------------------------------------------
     def validate(self, src: Path) -> AdapterInfo:
+        """Check `src` against the served base model and limits; raise AdapterError."""
         return validate_adapter(
             src,
             base_model=self.base_model,
@@ -189,10 +193,13 @@ class AdapterRegistry:
             )
         if SERVED_RE.match(name):
             raise AdapterError(f"adapter name {name!r} must not end in -v<number>", "invalid_name")
-        info = self.validate(src)
+        check_files(Path(src))
         lineage = lineage or {}
+        # Validate the staged copy, not the source: what is checked is what gets stored, even if
+        # the source changes meanwhile.
         staging = self.store.stage(src)
         try:
+            info = self.validate(staging)
             with self._lock, Session(self.engine) as s:
                 row = s.get(AdapterRow, name)
                 if row is not None and row.owner != owner:

@@ -9,6 +9,7 @@ directory) are set. Reading them here is vLLM's plugin interface, not loraplex c
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from pathlib import Path
@@ -48,8 +49,12 @@ def make_resolver(database_url: str, store_dir: Path) -> Any:
     inner = RegistryResolver(registry)
 
     class LoraplexResolver(LoRAResolver):
+        """Registered adapters by `NAME`, `NAME@N` or `NAME-vN` (vLLM caches the answer under
+        the name asked for, so the gateway always asks for the immutable `NAME-vN`)."""
+
         async def resolve_lora(self, base_model_name: str, lora_name: str) -> Any:
-            found = inner.lookup(lora_name)
+            # A registry query is a few ms; vLLM calls this once per unknown name.
+            found = await asyncio.to_thread(inner.lookup, lora_name)
             if found is None:
                 return None
             log.info("resolved %s to %s at %s", lora_name, found.ref, found.path)
@@ -65,8 +70,14 @@ def make_resolver(database_url: str, store_dir: Path) -> Any:
 def register() -> None:
     """vLLM plugin entry point: register the resolver when the registry is configured."""
     url = os.environ.get("LORAPLEX_RESOLVER_DB")
+    if not url:
+        return  # vLLM loads every installed plugin; most vLLM servers are not loraplex's
     store = os.environ.get("LORAPLEX_RESOLVER_STORE")
-    if not url or not store:
+    if not store:
+        log.warning(
+            "LORAPLEX_RESOLVER_DB is set but LORAPLEX_RESOLVER_STORE (the adapter store "
+            "directory) is not: registered adapters will not be resolved by name"
+        )
         return
     from vllm.lora.resolver import LoRAResolverRegistry
 

@@ -26,6 +26,14 @@ def _copy_file(src: Path, dst: Path) -> None:
         os.fsync(fout.fileno())
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class ArtifactStore:
     """Content-addressed adapter directories under `root`."""
 
@@ -35,9 +43,11 @@ class ArtifactStore:
         (self.root / "staging").mkdir(parents=True, exist_ok=True)
 
     def path_for(self, digest: str) -> Path:
+        """Where the adapter with weights digest `digest` lives (whether or not it exists)."""
         return self.root / "sha256" / digest
 
     def has(self, digest: str) -> bool:
+        """Whether the adapter with this digest is stored."""
         return (self.path_for(digest) / WEIGHTS).is_file()
 
     def stage(self, src: Path) -> Path:
@@ -58,12 +68,15 @@ class ArtifactStore:
             shutil.rmtree(staging, ignore_errors=True)
             return final
         os.replace(staging, final)
+        _fsync_dir(final.parent)  # make the rename itself durable before the row refers to it
         return final
 
     def discard(self, staging: Path) -> None:
+        """Remove a staged copy (no error if it is gone already)."""
         shutil.rmtree(staging, ignore_errors=True)
 
     def delete(self, digest: str) -> None:
+        """Remove a stored adapter."""
         shutil.rmtree(self.path_for(digest), ignore_errors=True)
 
     def collect_garbage(self, referenced: set[str], min_age_s: float = 60.0) -> list[str]:

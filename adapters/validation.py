@@ -103,7 +103,23 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
     return header
 
 
+def _check_opens(weights: Path) -> None:
+    # The header check above explains most faults precisely; safetensors' own reader is the
+    # final word on whether vLLM will be able to read the file.
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="numpy") as fh:
+            fh.keys()
+    except Exception as exc:  # safetensors raises its own error types and OSError
+        raise AdapterError(
+            f"{WEIGHTS} cannot be read by safetensors ({exc}); re-save the adapter",
+            "corrupt_weights",
+        ) from None
+
+
 def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         while block := fh.read(1 << 20):
@@ -127,6 +143,17 @@ def validate_adapter(
     base_model_dir: Path | None = None,
 ) -> AdapterInfo:
     """Validate `src`; raise AdapterError naming the first problem found."""
+    check_files(src)
+    cfg_path = src / CONFIG
+    try:
+        config = json.loads(cfg_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise AdapterError(f"{CONFIG} is not valid JSON: {exc}", "not_an_adapter") from None
+    return _validate(src, config, base_model, max_rank, base_config, base_model_dir)
+
+
+def check_files(src: Path) -> None:
+    """Both adapter files are present (cheap: run before anything is copied)."""
     if not src.is_dir():
         raise AdapterError(f"{src} is not a directory", "not_an_adapter")
     cfg_path, weights = src / CONFIG, src / WEIGHTS
@@ -142,11 +169,20 @@ def validate_adapter(
             else ""
         )
         raise AdapterError(f"not a PEFT adapter: {WEIGHTS} is missing{hint}", "not_an_adapter")
-    try:
-        config = json.loads(cfg_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AdapterError(f"{CONFIG} is not valid JSON: {exc}", "not_an_adapter") from None
-    if not isinstance(config, dict) or str(config.get("peft_type", "")).upper() != "LORA":
+
+
+def _validate(
+    src: Path,
+    config: Any,
+    base_model: str,
+    max_rank: int,
+    base_config: dict[str, Any] | None,
+    base_model_dir: Path | None,
+) -> AdapterInfo:
+    cfg_path, weights = src / CONFIG, src / WEIGHTS
+    if not isinstance(config, dict):
+        raise AdapterError(f"{CONFIG} must hold a JSON object (a PEFT config)", "not_an_adapter")
+    if str(config.get("peft_type", "")).upper() != "LORA":
         raise AdapterError(
             f"{CONFIG} describes peft_type {config.get('peft_type')!r}; "
             "only LORA adapters are served",
@@ -177,6 +213,7 @@ def validate_adapter(
             "modules_to_save",
         )
     header = read_safetensors_header(weights)
+    _check_opens(weights)
     tensors = {k: v for k, v in header.items() if k != "__metadata__"}
     if not tensors:
         raise AdapterError(f"{WEIGHTS} holds no tensors", "corrupt_weights")

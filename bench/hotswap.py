@@ -1,13 +1,21 @@
-"""How fast a registered adapter serves, and what a cold (not loaded) adapter costs.
+r"""How fast a registered adapter serves, and what a cold (not loaded) adapter costs.
 
 1. register -> first token: upload an adapter over the admin API, then stream a chat with it;
    time from the start of the upload to the first streamed token.
 2. cold vs warm: p50 of a 1-token request to an adapter vLLM does not hold (unloaded behind
    the gateway's back, so the request pays the on-demand load) vs one it does, interleaved.
 
-Run against a stack started with `make up`:
+It starts nothing itself. Start the stack in another terminal with `loraplex up` (the
+gateway on 127.0.0.1:8000, vLLM on 127.0.0.1:8100, state in ./data), then:
 
-    .venv/bin/python bench/hotswap.py                 # -n 20 cold/warm pairs, 5 registrations
+    .venv/bin/python bench/hotswap.py -n 20 --registrations 5 \
+        --gateway http://127.0.0.1:8000 --admin-key "$(cat data/admin_key)" \
+        --key "$(cat data/demo_key)"
+
+--key is a tenant's key (the one `loraplex up` prints; adapters are registered for --tenant,
+default demo, which must be that key's tenant); --admin-key and --key default to the files
+`loraplex up` keeps in --data-dir. The adapters are random LoRA weights for the local base model
+(--data-dir/models/NAME), registered over HTTP and removed at the end.
 
 Results: bench/results/hotswap.json
 """

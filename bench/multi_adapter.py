@@ -1,13 +1,21 @@
-"""Throughput with many adapters at once vs the base model alone, in one run.
+r"""Throughput with many adapters at once vs the base model alone, in one run.
 
 A batch of concurrent chat requests (through the gateway, fixed output length) is spread
 round-robin over 0 (base model only), 1, 4 and 8 distinct adapters; prints completion
 tokens/s and batch wall time for each. vLLM batches requests for different adapters together
 up to --max-loras distinct adapters per batch (4 by default).
 
-Run against a stack started with `make up`:
+It starts nothing itself. Start the stack in another terminal with `loraplex up` (the
+gateway on 127.0.0.1:8000, vLLM on 127.0.0.1:8100, state in ./data), then:
 
-    .venv/bin/python bench/multi_adapter.py            # 32 concurrent requests x 32 tokens
+    .venv/bin/python bench/multi_adapter.py -c 32 --tokens 32 \
+        --gateway http://127.0.0.1:8000 --admin-key "$(cat data/admin_key)" \
+        --key "$(cat data/demo_key)"
+
+--key is a tenant's key (the one `loraplex up` prints; adapters are registered for --tenant,
+default demo, which must be that key's tenant); --admin-key and --key default to the files
+`loraplex up` keeps in --data-dir. The adapters are random LoRA weights for the local base model
+(--data-dir/models/NAME), registered over HTTP and removed at the end.
 
 Results: bench/results/multi_adapter.json
 """

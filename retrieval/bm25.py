@@ -19,6 +19,7 @@ import bm25s
 
 
 def tokenize(texts: list[str]) -> list[list[str]]:
+    """Lower-cased word tokens without English stopwords (bm25s's tokenizer)."""
     tokens: list[list[str]] = bm25s.tokenize(
         texts, stopwords="en", return_ids=False, show_progress=False
     )
@@ -37,6 +38,7 @@ class LexicalIndex:
 
     @cached_property
     def positions(self) -> dict[str, int]:
+        """Chunk id -> row in the index."""
         return {cid: i for i, cid in enumerate(self.ids)}
 
     def record(self, chunk: str) -> tuple[str, dict[str, Any]] | None:
@@ -71,6 +73,7 @@ class LexicalIndex:
 def build(
     ids: list[str], texts: list[str], metadatas: list[dict[str, Any]], version: str
 ) -> LexicalIndex:
+    """An index over the given chunks, tagged with the collection `version` they came from."""
     model = bm25s.BM25()
     if texts:
         model.index(tokenize(texts), show_progress=False)

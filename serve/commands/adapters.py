@@ -1,7 +1,9 @@
 """`loraplex adapters ...`: register, list, promote, roll back and remove adapters.
 
-The CLI writes the registry directly. A running gateway picks changes up on the next request:
-an adapter version vLLM does not hold yet is loaded on demand.
+The CLI writes the registry (database + artifact store from the settings) directly. When a
+gateway is running, it is then asked to load the new prod version into every vLLM replica
+(`POST /v1/adapters/reload`); when none answers, nothing is lost: the gateway loads an adapter
+version vLLM does not hold on its first request.
 """
 
 from __future__ import annotations
@@ -14,17 +16,89 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(
+    no_args_is_help=True,
+    help="""Register, version, promote, roll back and remove LoRA adapters.
+
+    NAME means the adapter's prod version; NAME@N a given version. Examples:
+
+      loraplex adapters register runs/support/adapter --name support --tenant acme
+
+      loraplex adapters promote support@2
+
+      loraplex adapters rollback support
+    """,
+)
 err = Console(stderr=True)
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file.")]
+GatewayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--gateway",
+        help="Running gateway to tell about the change (default: the configured host and "
+        "port, http://127.0.0.1:8000, when it answers).",
+    ),
+]
+AdminKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--admin-key", help="Admin key for --gateway (default: LORAPLEX_ADMIN_KEY or "
+        "data_dir/admin_key).",
+    ),
+]  # fmt: skip
 
 
-def _registry(config: Path | None) -> Any:
+def _open(config: Path | None) -> tuple[Any, Any]:
+    """Settings and the registry they describe."""
     from serve.cli import load_settings
     from serve.routers.adapters import build
 
-    registry, _ = build(load_settings(config), [])
-    return registry
+    settings = load_settings(config)
+    registry, _ = _run(build, settings, [])
+    return settings, registry
+
+
+def _notify(settings: Any, gateway: str | None, admin_key: str | None, name: str) -> None:
+    """Ask a running gateway to bring vLLM in line with the registry for `name`."""
+    import httpx
+
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    url = (gateway or f"http://{host}:{settings.port}").rstrip("/")
+    key = admin_key or _stored_admin_key(settings)
+    later = "vLLM loads it on the first request for it"
+    if key is None:
+        typer.echo(f"no admin key to tell a gateway with (--admin-key): {later}")
+        return
+    try:
+        resp = httpx.post(f"{url}/v1/adapters/reload", json={"name": name},
+                          headers={"Authorization": f"Bearer {key}"}, timeout=60)  # fmt: skip
+    except httpx.HTTPError:
+        typer.echo(f"no gateway answers at {url}: {later}")
+        return
+    if resp.status_code != 200:
+        try:
+            message = resp.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = resp.text[:200]
+        err.print(f"[yellow]gateway at {url} answered {resp.status_code}:[/yellow] {message}")
+        return
+    body = resp.json()
+    for ref, results in body.get("load", {}).items():
+        ok = sum(r["ok"] for r in results)
+        typer.echo(f"gateway {url}: {ref} loaded on {ok}/{len(results)} vLLM replica(s)")
+        for r in results:
+            if not r["ok"]:
+                err.print(f"[yellow]  {r['replica']}: {r['detail']}[/yellow]")
+    for served in body.get("unload", {}):
+        typer.echo(f"gateway {url}: unloaded {served}")
+
+
+def _stored_admin_key(settings: Any) -> str | None:
+    # Read, never create: a missing key means no gateway was ever started with this data_dir.
+    if settings.admin_key is not None:
+        return str(settings.admin_key.get_secret_value())
+    path = settings.data_dir / "admin_key"
+    return path.read_text().strip() if path.is_file() else None
 
 
 def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -64,12 +138,22 @@ def register(
         typer.Option(help="Typical prompts (JSON list or one per line) for the router."),
     ] = None,
     config: ConfigOpt = None,
+    gateway: GatewayOpt = None,
+    admin_key: AdminKeyOpt = None,
 ) -> None:
-    """Validate an adapter, store it and record a new version.
+    """Validate, store and version an adapter directory.
 
-    Example: loraplex adapters register runs/support/adapter --name support --tenant acme
+    DIR holds adapter_config.json + adapter_model.safetensors (peft's save_pretrained).
+    Registering identical bytes again under the same name returns the existing version.
+    Lineage (report.json, eval.json) and exemplars.json next to the adapter are recorded.
+
+    Examples:
+
+      loraplex adapters register runs/support/adapter --name support --tenant acme
+
+      loraplex adapters register ./adapter --name faq --share '*' --no-promote
     """
-    registry = _registry(config)
+    settings, registry = _open(config)
     lineage = _lineage(directory)
     av = _run(
         registry.register,
@@ -83,6 +167,8 @@ def register(
     )
     verb = "already registered as" if av.existing else "registered"
     typer.echo(f"{verb} {av.ref}{' (prod)' if av.is_prod else ''} digest {av.digest[:12]}")
+    if av.is_prod:
+        _notify(settings, gateway, admin_key, av.name)
 
 
 def _lineage(directory: Path) -> dict[str, Any]:
@@ -110,9 +196,13 @@ def list_(
     tenant: Annotated[str | None, typer.Option(help="Only what this tenant may use.")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """List adapter versions: prod marked, owner, rank, digest."""
+    """List adapter versions: prod marked, owner, rank, digest.
+
+    Example: loraplex adapters list --tenant acme
+    """
+    _, registry = _open(config)
     table = Table("adapter", "version", "prod", "owner", "shared with", "rank", "digest", "created")
-    for av in _registry(config).versions(tenant):
+    for av in registry.versions(tenant):
         table.add_row(
             av.name, str(av.version), "*" if av.is_prod else "", av.owner or "(admin)",
             ",".join(av.shared_with), str(av.rank), av.digest[:12],
@@ -123,25 +213,52 @@ def list_(
 
 @app.command("promote")
 def promote_(
-    ref: Annotated[str, typer.Argument(help="NAME@VERSION")], config: ConfigOpt = None
+    ref: Annotated[str, typer.Argument(help="NAME@VERSION")],
+    config: ConfigOpt = None,
+    gateway: GatewayOpt = None,
+    admin_key: AdminKeyOpt = None,
 ) -> None:
-    """Make NAME@VERSION the prod version: requests for NAME use it from now on."""
-    av = _run(_registry(config).promote, ref)
+    """Make NAME@VERSION the prod version: requests for NAME use it from now on.
+
+    Example: loraplex adapters promote support@2
+    """
+    settings, registry = _open(config)
+    av = _run(registry.promote, ref)
     typer.echo(f"{av.name} prod -> v{av.version}")
+    _notify(settings, gateway, admin_key, av.name)
 
 
 @app.command("rollback")
-def rollback(name: Annotated[str, typer.Argument(help="NAME")], config: ConfigOpt = None) -> None:
-    """Point prod back at the version that was prod before the current one."""
-    av = _run(_registry(config).rollback, name)
+def rollback(
+    name: Annotated[str, typer.Argument(help="NAME")],
+    config: ConfigOpt = None,
+    gateway: GatewayOpt = None,
+    admin_key: AdminKeyOpt = None,
+) -> None:
+    """Point prod back at the version that was prod before the current one.
+
+    Example: loraplex adapters rollback support
+    """
+    settings, registry = _open(config)
+    av = _run(registry.rollback, name)
     typer.echo(f"{av.name} prod -> v{av.version}")
+    _notify(settings, gateway, admin_key, av.name)
 
 
 @app.command("remove")
 def remove(
     ref: Annotated[str, typer.Argument(help="NAME (all versions) or NAME@VERSION")],
     config: ConfigOpt = None,
+    gateway: GatewayOpt = None,
+    admin_key: AdminKeyOpt = None,
 ) -> None:
-    """Remove an adapter or one version (not the prod one while others remain)."""
-    gone = _run(_registry(config).remove, ref)
+    """Remove an adapter or one version, stored files included.
+
+    The prod version cannot be removed while other versions remain: promote or roll back first.
+
+    Examples: loraplex adapters remove support@1    loraplex adapters remove support
+    """
+    settings, registry = _open(config)
+    gone = _run(registry.remove, ref)
     typer.echo("removed " + ", ".join(av.ref for av in gone))
+    _notify(settings, gateway, admin_key, gone[0].name)

@@ -10,7 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Search, inspect and delete a tenant's ingested documents.",
+)
 err = Console(stderr=True)
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file.")]
 TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="Tenant whose collection to use.")]
@@ -33,48 +36,83 @@ def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise typer.Exit(2) from None
 
 
+def _parse_where(pairs: list[str]) -> dict[str, Any] | None:
+    where: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            err.print(f"[red]error:[/red] --where takes FIELD=VALUE, got {pair!r}")
+            raise typer.Exit(2)
+        try:
+            parsed = json.loads(value)  # numbers and booleans as such; anything else a string
+        except json.JSONDecodeError:
+            parsed = value
+        where[key] = parsed if isinstance(parsed, str | int | float | bool) else value
+    return where or None
+
+
 def ingest(
     paths: Annotated[
-        list[Path], typer.Argument(help="Files or directories (.txt .md .html .pdf .json .jsonl).")
+        list[Path],
+        typer.Argument(help="Files or directories (.txt .md .html .htm .pdf .json .jsonl)."),
     ],
     tenant: TenantOpt,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     config: ConfigOpt = None,
 ) -> None:
-    """Ingest documents into a tenant's collection (hybrid dense + BM25 index).
+    """Ingest documents into a tenant's collection (dense vectors + BM25 index).
 
-    Unchanged files are skipped; changed files replace their old chunks.
+    Unchanged files are skipped; a changed file replaces its old chunks, so stale facts vanish.
+    A file's path, as given, is its document id (use it with `loraplex docs delete`).
+    JSON/JSONL files hold records: {"id", "text", "source", "title", ...scalar metadata}.
 
-    Example: loraplex ingest --tenant acme docs/ prices.jsonl
+    Examples:
+
+        loraplex ingest --tenant acme docs/ prices.jsonl
+
+        loraplex ingest -t acme handbook.pdf --no-progress
     """
-    report = _run(_service(config).ingest_paths, tenant, paths, progress=True)
-    table = Table("documents", "chunks added", "chunks removed", "unchanged documents")
+    report = _run(_service(config).ingest_paths, tenant, paths, progress=progress)
+    table = Table("documents", "chunks added", "chunks removed", "unchanged documents",
+                  title=f"ingested into tenant {tenant!r}")  # fmt: skip
     table.add_row(
         str(report.documents), str(report.added), str(report.removed), str(report.unchanged)
     )
-    Console(stderr=True).print(table)
+    Console().print(table)
 
 
 @app.command("search")
 def search(
     query: Annotated[str, typer.Argument(help="The question.")],
     tenant: TenantOpt,
-    top_k: Annotated[int, typer.Option(help="Hits to show.")] = 4,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Hits to show (1-50).")] = 4,
     mode: Annotated[str, typer.Option(help="hybrid, dense or bm25.")] = "hybrid",
+    where: Annotated[
+        list[str] | None, typer.Option(help="Metadata filter FIELD=VALUE (repeatable).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Show what retrieval finds for a query, with each leg's score."""
-    result = _run(_service(config).search, tenant, query, top_k, None, mode)
+    """Show what retrieval finds for a query, with each leg's score.
+
+    score: fused rank score in [0, 1]; relevance: cosine similarity, or 1.0 for an exact
+    identifier match; strength: what the router compares with the tenant's rag_min_score.
+
+    Examples:
+
+        loraplex docs search --tenant acme "How much does SKU-4471 cost?"
+
+        loraplex docs search -t acme "returns policy" --mode dense --where lang=en
+    """
+    result = _run(_service(config).search, tenant, query, top_k, _parse_where(where or []), mode)
     if as_json:
-        typer.echo(
-            json.dumps(
-                {"hits": [h.to_dict() for h in result.hits], "strength": result.strength}, indent=2
-            )
-        )
+        typer.echo(json.dumps(result.to_dict(), indent=2))
         return
     table = Table("#", "score", "relevance", "dense", "bm25", "source", "text")
     for n, h in enumerate(result.hits, 1):
-        table.add_row(str(n), f"{h.score:.3f}", f"{h.relevance:.3f}", str(h.dense), str(h.bm25),
+        table.add_row(str(n), f"{h.score:.3f}", f"{h.relevance:.3f}",
+                      "-" if h.dense is None else f"{h.dense:.3f}",
+                      "-" if h.bm25 is None else f"{h.bm25:.2f}",
                       h.source, h.text[:80].replace("\n", " "))  # fmt: skip
     Console().print(table)
     err.print(f"strength: {result.strength}")
@@ -87,11 +125,28 @@ def delete(
     ],
     tenant: TenantOpt,
     source: Annotated[
-        bool, typer.Option(help="Treat the argument as a source, not a doc id.")
+        bool, typer.Option("--source", help="Treat the argument as a source, not a doc id.")
     ] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Delete a document's chunks."""
+    """Delete a document's chunks (or, with --source, every chunk from a source).
+
+    Example: loraplex docs delete --tenant acme docs/returns.md
+    """
     service = _service(config)
     fn = service.delete_source if source else service.delete_document
-    typer.echo(f"removed {_run(fn, tenant, doc_id)} chunks")
+    removed = _run(fn, tenant, doc_id)
+    if not removed:
+        err.print(f"[red]error:[/red] tenant {tenant!r} has no {'source' if source else 'document'} "
+                  f"{doc_id!r}; see `loraplex docs search` for ids")  # fmt: skip
+        raise typer.Exit(1)
+    typer.echo(f"removed {removed} chunks")
+
+
+@app.command("stats")
+def stats(tenant: TenantOpt, config: ConfigOpt = None) -> None:
+    """Count a tenant's documents and chunks, and name its embedding model.
+
+    Example: loraplex docs stats --tenant acme
+    """
+    typer.echo(json.dumps(_run(_service(config).stats, tenant), indent=2))

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, UploadFile
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from adapters.archive import extract_archive
+from adapters.errors import UploadTooLarge
 from adapters.hotswap import HotSwapper, ReplicaResult
 from adapters.registry import AdapterRegistry, AdapterVersion
 from serve.deps import AdminDep, StateDep
@@ -78,24 +81,49 @@ async def register_adapter(
         if state.tenants.get(t) is None:
             raise ApiError(404, f"no tenant named {t!r}", "tenant_not_found")
     prompts = _exemplars(exemplars)
-    data = await file.read()
     uploads = state.settings.data_dir / "uploads"
     uploads.mkdir(parents=True, exist_ok=True)
-    src = await run_in_threadpool(extract_archive, data, uploads, state.settings.max_upload_bytes)
+    archive = await _save_upload(file, uploads, state.settings.max_upload_bytes)
     try:
-        av = await run_in_threadpool(
-            state.registry.register,
-            src,
-            name,
-            owner=tenant,
-            shared_with=_split(share),
-            promote=promote,
-            exemplars=prompts,
+        src = await run_in_threadpool(
+            extract_archive, archive, uploads, state.settings.max_upload_bytes
         )
+        try:
+            av = await run_in_threadpool(
+                state.registry.register,
+                src,
+                name,
+                owner=tenant,
+                shared_with=_split(share),
+                promote=promote,
+                exemplars=prompts,
+            )
+        finally:
+            shutil.rmtree(_upload_root(src, uploads), ignore_errors=True)
     finally:
-        shutil.rmtree(_upload_root(src, uploads), ignore_errors=True)
+        archive.unlink(missing_ok=True)
     load = await _swap_in(state, av) if av.is_prod else []
     return {"adapter": av.to_dict(), "existing": av.existing, "load": load}
+
+
+async def _save_upload(file: UploadFile, uploads: Path, limit: int) -> Path:
+    """Copy the upload to a file in `uploads`, refusing it (413) once it passes `limit` bytes."""
+    fd, name = tempfile.mkstemp(prefix="archive-", dir=uploads)
+    path, seen = Path(name), 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            while block := await file.read(1 << 20):
+                seen += len(block)
+                if seen > limit:
+                    raise UploadTooLarge(
+                        f"upload is larger than the limit of {limit} bytes "
+                        "(LORAPLEX_MAX_UPLOAD_BYTES sets it)"
+                    )
+                out.write(block)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _upload_root(src: Path, uploads: Path) -> Path:
@@ -112,12 +140,42 @@ async def list_adapters(state: StateDep, _: AdminDep, tenant: str | None = None)
 @router.get("/{name}")
 async def get_adapter(name: str, state: StateDep, _: AdminDep) -> dict[str, Any]:
     """All versions of one adapter."""
-    state.registry.get(name)  # 404 with a message if unknown
-    return {"name": name, "versions": [v.to_dict() for v in state.registry.versions(name=name)]}
+    await run_in_threadpool(state.registry.get, name)  # 404 with a message if unknown
+    versions = await run_in_threadpool(state.registry.versions, None, name)
+    return {"name": name, "versions": [v.to_dict() for v in versions]}
 
 
 class PromoteBody(BaseModel):
-    version: int
+    """Which version becomes prod."""
+
+    version: int = Field(ge=1, description="Version number, as listed by GET /v1/adapters/{name}.")
+
+
+class ReloadBody(BaseModel):
+    """Which adapter to bring vLLM in line with (all of them when omitted)."""
+
+    name: str | None = Field(None, description="Adapter name; omit for every adapter.")
+
+
+@router.post("/reload")
+async def reload_adapters(
+    state: StateDep, _: AdminDep, body: ReloadBody | None = None
+) -> dict[str, Any]:
+    """Bring every vLLM replica in line with the registry after it was edited elsewhere (the
+    CLI): load prod versions not loaded yet, unload versions that no longer exist."""
+    name = body.name if body is not None else None
+    versions = await run_in_threadpool(state.registry.versions, None, name)
+    load = {}
+    for av in versions:
+        if av.is_prod:
+            load[av.ref] = _loads(await state.hotswap.ensure_loaded(av.served_name, str(av.path)))
+    known = {av.served_name for av in await run_in_threadpool(state.registry.versions)}
+    tracked = set().union(*state.hotswap.loaded.values()) if state.hotswap.loaded else set()
+    unload = {}
+    for served in sorted(tracked - known):
+        if name is None or served.rsplit("-v", 1)[0] == name:
+            unload[served] = _loads(await state.hotswap.unload(served))
+    return {"load": load, "unload": unload}
 
 
 @router.post("/{name}/promote")
@@ -132,7 +190,7 @@ async def promote_adapter(
 @router.post("/{name}/rollback")
 async def rollback_adapter(name: str, state: StateDep, _: AdminDep) -> dict[str, Any]:
     """Point prod back at the previous prod version and unload the one rolled back from."""
-    before = state.registry.get(name)
+    before = await run_in_threadpool(state.registry.get, name)
     av = await run_in_threadpool(state.registry.rollback, name)
     load = await _swap_in(state, av)
     unload = _loads(await state.hotswap.unload(before.served_name))

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from retrieval.embeddings import SentenceTransformerEmbedder
+from retrieval.ingest import IngestReport
 from retrieval.service import RetrievalService
 from serve.deps import StateDep, TenantDep
 from serve.errors import ApiError
@@ -61,14 +62,23 @@ async def add_documents(request: Request, state: StateDep, tenant: TenantDep) ->
         files = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
         if not files:
             raise ApiError(400, "send one or more files in the multipart field 'file'", "no_files")
-        reports = []
+        report = IngestReport()
         for upload in files:
-            data = await upload.read()
+            data = await _read_limited(upload, state.settings.max_upload_bytes)
             name = upload.filename or "upload.txt"
-            reports.append(await run_in_threadpool(service.ingest_bytes, tenant.name, name, data))
-        return _merge(reports)
+            one = await run_in_threadpool(service.ingest_bytes, tenant.name, name, data)
+            report = report.merge(one)
+        return report.to_dict()
+    body_bytes = await request.body()
+    if len(body_bytes) > state.settings.max_upload_bytes:
+        raise ApiError(
+            413,
+            f"the request body is {len(body_bytes)} bytes; the limit is "
+            f"{state.settings.max_upload_bytes} (max_upload_bytes)",
+            "request_too_large",
+        )
     try:
-        body = RecordsBody.model_validate_json(await request.body())
+        body = RecordsBody.model_validate_json(body_bytes)
     except ValidationError as exc:
         err = exc.errors()[0]
         raise ApiError(
@@ -80,13 +90,16 @@ async def add_documents(request: Request, state: StateDep, tenant: TenantDep) ->
     return (await run_in_threadpool(service.ingest_records, tenant.name, body.records)).to_dict()
 
 
-def _merge(reports: list[Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"documents": 0, "added": 0, "removed": 0, "unchanged": 0, "doc_ids": []}
-    for r in reports:
-        for key in ("documents", "added", "removed", "unchanged"):
-            out[key] += getattr(r, key)
-        out["doc_ids"] += r.doc_ids
-    return out
+async def _read_limited(upload: UploadFile, limit: int) -> bytes:
+    """The upload's bytes, refused with a 413 as soon as it passes `limit`."""
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise ApiError(
+            413,
+            f"{upload.filename or 'the upload'} is larger than {limit} bytes (max_upload_bytes)",
+            "file_too_large",
+        )
+    return data
 
 
 @router.delete("/v1/documents/{doc_id:path}")
@@ -104,4 +117,4 @@ async def retrieve(body: RetrieveBody, state: StateDep, tenant: TenantDep) -> di
     result = await run_in_threadpool(
         _service(state).search, tenant.name, body.query, body.top_k, body.where, body.mode
     )
-    return {"hits": [h.to_dict() for h in result.hits], "strength": result.strength}
+    return result.to_dict()

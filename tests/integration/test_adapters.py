@@ -110,6 +110,26 @@ def test_register_serve_promote_rollback_remove(stack, adapters_dir) -> None:
         assert "colours" not in {m.id for m in client.models.list().data}
 
 
+def test_reload_applies_changes_made_outside_the_gateway(stack, adapters_dir) -> None:
+    """The CLI edits the registry directly, then asks the gateway to load the new prod."""
+    stack.make_tenant("ad-cli")
+    with stack.admin() as admin:
+        assert upload(admin, zipped(adapters_dir["v1"]), "edited", tenant="ad-cli").is_success
+        assert upload(admin, zipped(adapters_dir["v2"]), "edited", tenant="ad-cli",
+                      promote="false").is_success  # fmt: skip
+        stack.state.registry.promote("edited@2")  # as `loraplex adapters promote` does
+        resp = admin.post("/v1/adapters/reload", json={"name": "edited"})
+        assert resp.status_code == 200, resp.text
+        assert [r["ok"] for r in resp.json()["load"]["edited@2"]] == [True]
+        held = httpx.get(f"{stack.vllm_url}/v1/models").json()["data"]
+        assert "edited-v2" in {m["id"] for m in held}
+        stack.state.registry.remove("edited")  # as `loraplex adapters remove` does
+        resp = admin.post("/v1/adapters/reload", json={"name": "edited"})
+        assert set(resp.json()["unload"]) >= {"edited-v2"}
+        held = httpx.get(f"{stack.vllm_url}/v1/models").json()["data"]
+        assert not {"edited-v1", "edited-v2"} & {m["id"] for m in held}
+
+
 def test_tenants_cannot_use_or_see_each_others_adapters(stack, adapters_dir) -> None:
     owner = stack.openai(stack.make_tenant("ad-owner"))
     other = stack.openai(stack.make_tenant("ad-other"))

@@ -130,6 +130,54 @@ def test_bm25_index_is_rebuilt_when_damaged(service, tmp_path) -> None:
     assert top(service, "acme", "SKU-4417", "bm25")[0] == "p17"
 
 
+def test_failed_ingest_leaves_chroma_and_bm25_in_step(service, embedder, monkeypatch) -> None:
+    import retrieval.service as service_module
+
+    service.ingest_records("acme", catalog()[:5])
+    calls = {"n": 0}
+
+    class Flaky:
+        name = embedder.name
+        dim = 384
+
+        def embed(self, texts):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise RuntimeError("embedding worker died")
+            return embedder.embed(texts)
+
+    monkeypatch.setattr(service_module, "INGEST_BATCH", 10)
+    service.embedder = Flaky()
+    with pytest.raises(RuntimeError, match="worker died"):
+        service.ingest_records("acme", catalog())  # the first batch lands, the second fails
+    col = service.store.collection("acme", embedder.name, create=False)
+    in_chroma = set(col.get(include=[])["ids"])
+    index = service._lexical_for("acme", col)
+    assert len(in_chroma) == 10  # p0-p4 were there already; batch 1 added p5-p9
+    assert set(index.ids) == in_chroma
+    service.embedder = embedder
+    report = service.ingest_records("acme", catalog())  # a retry completes the job
+    assert (report.unchanged, report.added) == (10, 20)
+    assert set(service._lexical_for("acme", col).ids) == set(col.get(include=[])["ids"])
+
+
+def test_delete_by_source_stats_and_bad_tenant(service, embedder) -> None:
+    assert embedder.dim == 384
+    service.ingest_records("acme", catalog()[:3])
+    stats = service.stats("acme")
+    assert (stats["chunks"], stats["documents"], stats["embedding_model"]) == (
+        3,
+        3,
+        "all-MiniLM-L6-v2",
+    )
+    assert service.delete_source("acme", "catalog/p1.md") == 1
+    assert service.delete_source("acme", "catalog/p1.md") == 0
+    assert "p1" not in top(service, "acme", "SKU-4401", "bm25")
+    with pytest.raises(RetrievalError, match="tenant '../x' is invalid") as exc:
+        service.search("../x", "kettle")
+    assert exc.value.status_code == 400
+
+
 @pytest.fixture
 def chroma_server(tmp_path):
     port = _free_port()

@@ -108,13 +108,14 @@ def test_resume_continues_from_the_checkpoint(model_dir, tmp_path) -> None:
     data.mkdir()
     write_jsonl(data / "train.jsonl", json_task(16, seed=5))  # no validation: checkpoint every step
     first = TrainConfig(base_model_dir=model_dir, max_steps=2, save_steps=1, **SMALL)
-    train_sft(first, data, tmp_path / "run", progress=False)
+    before = train_sft(first, data, tmp_path / "run", progress=False)
     assert (tmp_path / "run" / "checkpoints" / "checkpoint-2").is_dir()
     second = TrainConfig(base_model_dir=model_dir, max_steps=3, save_steps=1, **SMALL)
     resumed = train_sft(second, data, tmp_path / "run", resume=True, progress=False)
     assert resumed.report["steps"] == 3
-    # Only the one remaining step ran: the first two came from the checkpoint.
-    assert [s for s, _ in resumed.report["train_loss"]] == [3]
+    # Steps 1-2 come back from the checkpoint's state, identical; only step 3 is new.
+    assert [s for s, _ in resumed.report["train_loss"]] == [1, 2, 3]
+    assert resumed.report["train_loss"][:2] == before.report["train_loss"]
 
 
 def test_bad_inputs_fail_before_training(model_dir, tmp_path) -> None:

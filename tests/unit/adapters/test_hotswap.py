@@ -1,22 +1,28 @@
 """Hot-swap fan-out against fake replicas (httpx MockTransport): no vLLM needed."""
 
 import asyncio
+import json
 
 import httpx
 
-from adapters.hotswap import HotSwapper
+from adapters.hotswap import HotSwapper, any_ok
 
 
 def fake_replicas(refuse: set[str]):
+    """Replicas that behave like vLLM's runtime LoRA API; hosts in `refuse` fail loads."""
     held: dict[str, set[str]] = {}
     calls: list[tuple[str, str]] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
-        host = request.url.host
-        body = __import__("json").loads(request.content)
-        calls.append((host, request.url.path))
+        host, path = request.url.host, request.url.path
+        calls.append((host, path))
         names = held.setdefault(host, set())
-        if request.url.path.endswith("load_lora_adapter") and "unload" not in request.url.path:
+        if path == "/v1/models":
+            cards = [{"id": "base", "parent": None}]
+            cards += [{"id": n, "parent": "base"} for n in sorted(names)]
+            return httpx.Response(200, json={"object": "list", "data": cards})
+        body = json.loads(request.content)
+        if path == "/v1/load_lora_adapter":
             if host in refuse:
                 return httpx.Response(500, text="out of memory")
             if body["lora_name"] in names:
@@ -31,30 +37,68 @@ def fake_replicas(refuse: set[str]):
     return handler, held, calls
 
 
+def swapper(urls, handler) -> HotSwapper:
+    return HotSwapper(urls, httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+
+
 def test_loads_fan_out_and_failures_are_reported() -> None:
     handler, held, calls = fake_replicas(refuse={"b"})
-    swap = HotSwapper(
-        ["http://a", "http://b"], httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    )
+    swap = swapper(["http://a", "http://b"], handler)
 
     async def run():
         results = await swap.load("x-v1", "/store/x")
         assert {r.url: r.ok for r in results} == {"http://a": True, "http://b": False}
         assert "out of memory" in results[1].detail
-        again = await swap.ensure_loaded("x-v1", "/store/x")  # only b is retried
-        assert [r.url for r in again] == ["http://b"]
-        held["a"].clear()  # replica a restarted and forgot
-        forced = await swap.ensure_loaded("x-v1", "/store/x", force=True)
-        assert {r.url: r.ok for r in forced}["http://a"]
+        assert held == {"a": {"x-v1"}, "b": set()}
+        again = await swap.ensure_loaded("x-v1", "/store/x")  # only b is tried again
+        assert calls[-1] == ("b", "/v1/load_lora_adapter") and len(calls) == 3
+        # a holds it, so the request can be served although b refused
+        assert any_ok(again) and {r.url: r.ok for r in again} == {
+            "http://a": True,
+            "http://b": False,
+        }
         assert all(r.ok for r in await swap.unload("x-v1"))
-        assert held["a"] == set()
+        assert held == {"a": set(), "b": set()}
 
     asyncio.run(run())
 
 
+def test_unsure_loads_ask_each_replica_first() -> None:
+    handler, held, calls = fake_replicas(refuse=set())
+    swap = swapper(["http://a", "http://b"], handler)
+
+    async def run():
+        await swap.load("x-v1", "/p")
+        held["a"].clear()  # replica a restarted and forgot; the swapper still believes it holds
+        assert [r.detail for r in await swap.ensure_loaded("x-v1", "/p")] == ["already loaded"] * 2
+        calls.clear()
+        forced = await swap.ensure_loaded("x-v1", "/p", force=True)
+        assert all(r.ok for r in forced) and held == {"a": {"x-v1"}, "b": {"x-v1"}}
+        loads = [c for c in calls if c[1] == "/v1/load_lora_adapter"]
+        assert loads == [("a", "/v1/load_lora_adapter")]  # b still held it: not reloaded
+
+    asyncio.run(run())
+
+
+def test_already_loaded_counts_as_success() -> None:
+    handler, held, _ = fake_replicas(refuse=set())
+    held["a"] = {"x-v1"}  # loaded by someone else (another gateway replica)
+    swap = swapper(["http://a"], handler)
+    results = asyncio.run(swap.load("x-v1", "/p"))
+    assert results[0].ok and swap.loaded["http://a"] == {"x-v1"}
+
+
+def test_unreachable_replica_is_reported() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    results = asyncio.run(swapper(["http://down"], handler).load("x-v1", "/p"))
+    assert not results[0].ok and "unreachable: ConnectError" in results[0].detail
+
+
 def test_concurrent_loads_of_one_adapter_load_once() -> None:
     handler, held, calls = fake_replicas(refuse=set())
-    swap = HotSwapper(["http://a"], httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+    swap = swapper(["http://a"], handler)
 
     async def run():
         await asyncio.gather(*(swap.ensure_loaded("x-v1", "/p") for _ in range(10)))

@@ -136,3 +136,53 @@ def test_archives_unpack_safely(adapter, tmp_path) -> None:
     with pytest.raises(AdapterError, match="no adapter_config.json"):
         extract_archive(_zip({"readme.txt": b"x"}), tmp_path, 1 << 20)
     assert [p for p in tmp_path.iterdir() if p.name.startswith("upload-")].__len__() == 2
+
+
+def test_archive_limits_members_links_and_bombs(adapter, tmp_path) -> None:
+    files = {p.name: p.read_bytes() for p in adapter.iterdir()}
+    many = {f"junk/{i}.txt": b"x" for i in range(20)}
+    with pytest.raises(AdapterError, match="more than the limit of 16"):
+        extract_archive(_zip({**files, **many}), tmp_path, 10 << 20)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        link = zipfile.ZipInfo("adapter_model.safetensors")
+        link.external_attr = 0o120777 << 16  # a symlink entry
+        zf.writestr(link, "/etc/passwd")
+        zf.writestr("adapter_config.json", files["adapter_config.json"])
+    with pytest.raises(AdapterError, match="not a regular file"):
+        extract_archive(buf.getvalue(), tmp_path, 10 << 20)
+    # A gzip bomb: a tiny .tar.gz whose one member unpacks to 64 MiB; refused from its header.
+    bomb = io.BytesIO()
+    with tarfile.open(fileobj=bomb, mode="w:gz") as tf:
+        info = tarfile.TarInfo("adapter_model.safetensors")
+        info.size = 64 << 20
+        tf.addfile(info, io.BytesIO(bytes(info.size)))
+    assert len(bomb.getvalue()) < 200_000
+    with pytest.raises(UploadTooLarge, match="more than the limit"):
+        extract_archive(bomb.getvalue(), tmp_path, 1 << 20)
+    hard = tarfile.TarInfo("my-adapter/hard")
+    hard.type, hard.linkname = tarfile.LNKTYPE, "my-adapter/adapter_config.json"
+    with pytest.raises(AdapterError, match="not a regular file"):
+        extract_archive(_tar(adapter, extra=[hard]), tmp_path, 10 << 20)
+    # An archive on disk works like bytes (the HTTP upload is spooled to a file).
+    on_disk = tmp_path / "upload.tar.gz"
+    on_disk.write_bytes(_tar(adapter))
+    assert (extract_archive(on_disk, tmp_path, 10 << 20) / "adapter_config.json").is_file()
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("upload-")]) == 1
+
+
+def test_the_stored_copy_is_what_was_validated(registry, adapter, monkeypatch) -> None:
+    """Bytes that change after staging cannot slip past validation."""
+    real = store_module._copy_file
+
+    def corrupting(src, dst):
+        real(src, dst)
+        if dst.name == "adapter_model.safetensors":
+            dst.write_bytes(dst.read_bytes()[:-10])
+
+    monkeypatch.setattr(store_module, "_copy_file", corrupting)
+    with pytest.raises(AdapterError, match="truncated"):
+        registry.register(adapter, "a", owner="acme")
+    assert list((registry.store.root / "sha256").iterdir()) == []
+    assert list((registry.store.root / "staging").iterdir()) == []
+    assert registry.versions() == []

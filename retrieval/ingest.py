@@ -1,0 +1,161 @@
+"""Write documents into a tenant's collection: chunk, diff against what is stored, embed, upsert.
+
+Chunk ids are content-addressed (`chunking.chunk_id`), so re-ingesting an unchanged document
+finds every id already stored and writes nothing (`unchanged`), and a changed document adds its
+new chunks and then deletes the ones that are no longer produced: fresh facts win, stale ones
+vanish. New chunks go in before stale ones are deleted, so a search in between sees old or new
+facts, never neither.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from retrieval.chunking import chunk_id, chunk_text
+from retrieval.embeddings import Embedder
+from retrieval.errors import RetrievalError
+from retrieval.loaders import Document, load_bytes
+
+# Documents per round trip (one lookup, one embedding pass, one upsert): per-document round trips
+# made a 10,000-record ingest take minutes.
+INGEST_BATCH = 500
+# Chroma refuses batches above its max_batch_size (5,461 on SQLite builds); stay well below.
+UPSERT_BATCH = 1000
+
+
+@dataclass
+class IngestReport:
+    """What an ingest did, in documents and chunks."""
+
+    documents: int = 0
+    added: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    doc_ids: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return {**self.__dict__, "doc_ids": list(self.doc_ids)}
+
+    def merge(self, other: IngestReport) -> IngestReport:
+        """This report plus `other` (for several uploads in one request)."""
+        return IngestReport(
+            self.documents + other.documents,
+            self.added + other.added,
+            self.removed + other.removed,
+            self.unchanged + other.unchanged,
+            self.doc_ids + other.doc_ids,
+        )
+
+
+def ingest_batch(
+    col: Any,
+    embedder: Embedder,
+    docs: list[Document],
+    report: IngestReport,
+    chunk_tokens: int,
+    overlap: int,
+) -> None:
+    """Add or replace `docs` in `col`, counting into `report`."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    latest = {doc.doc_id: doc for doc in docs}  # an id repeated in one batch: the last one wins
+    have = col.get(where={"doc_id": {"$in": list(latest)}}, include=["metadatas"])
+    existing: dict[str, set[str]] = defaultdict(set)
+    for cid, meta in zip(have["ids"], have["metadatas"], strict=True):
+        existing[str(meta["doc_id"])].add(cid)
+    ids: list[str] = []
+    texts: list[str] = []
+    inputs: list[str] = []
+    metas: list[dict[str, Any]] = []
+    stale: list[str] = []
+    for doc in latest.values():
+        chunks = chunk_text(doc.text, chunk_tokens, overlap)
+        wanted = {chunk_id(doc.source, c.position, c.text): c for c in chunks}
+        old = existing.get(doc.doc_id, set())
+        report.documents += 1
+        report.doc_ids.append(doc.doc_id)
+        fresh = [i for i in wanted if i not in old]
+        gone = sorted(old - set(wanted))
+        if not fresh and not gone:
+            report.unchanged += 1
+            continue
+        stale += gone
+        for cid in fresh:
+            c = wanted[cid]
+            ids.append(cid)
+            texts.append(c.text)
+            # The heading path is embedded with the chunk (it often names the subject) but not
+            # stored in the text, so citations quote the document as written.
+            inputs.append(f"{c.heading}\n{c.text}" if c.heading else c.text)
+            metas.append({
+                **doc.metadata, "doc_id": doc.doc_id, "source": doc.source, "title": doc.title,
+                "heading": c.heading, "position": c.position, "ingested_at": now,
+            })  # fmt: skip
+    if ids:
+        vectors = embedder.embed(inputs)
+        for i in range(0, len(ids), UPSERT_BATCH):
+            j = i + UPSERT_BATCH
+            col.upsert(ids=ids[i:j], documents=texts[i:j], embeddings=vectors[i:j],
+                       metadatas=metas[i:j])  # fmt: skip
+        report.added += len(ids)
+    if stale:
+        col.delete(ids=stale)
+        report.removed += len(stale)
+
+
+def expand_paths(paths: list[Path]) -> list[Path]:
+    """Files named, plus the files under directories named (hidden ones skipped), sorted."""
+    out: list[Path] = []
+    for path in paths:
+        path = Path(path)
+        if path.is_dir():
+            out += sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise RetrievalError(f"{path} does not exist", "file_not_found", 404)
+    return out
+
+
+def load_paths(paths: list[Path], max_bytes: int) -> list[Document]:
+    """Documents from files on disk; each file's path (as given) is its doc id and source."""
+    docs: list[Document] = []
+    for path in expand_paths(paths):
+        size = path.stat().st_size
+        if size > max_bytes:  # checked before reading, so a huge file is never loaded
+            raise RetrievalError(
+                f"{path} is {size} bytes; the limit is {max_bytes}", "file_too_large", 413
+            )
+        docs += load_bytes(str(path), path.read_bytes(), max_bytes)
+    return docs
+
+
+@contextmanager
+def progress_bar(enabled: bool, total: int) -> Iterator[Any]:
+    """A rich progress bar on stderr counting documents (a no-op when not `enabled`)."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    ) as bar:
+        task = bar.add_task("ingesting documents", total=total)
+        yield lambda n: bar.advance(task, n)

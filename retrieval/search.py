@@ -1,0 +1,213 @@
+"""Hybrid search over one tenant's collection: dense (Chroma) + lexical (BM25), fused with RRF.
+
+Scores returned per hit:
+- `score`: the fused reciprocal-rank score divided by the best one possible with the rankings
+  that took part (first in each: n / (k + 1)), so in [0, 1]; 1.0 means first everywhere. In
+  `dense` or `bm25` mode there is one ranking and the same formula applies. It orders hits but
+  says nothing about how good the best one is: some chunk is always first.
+- `dense`: cosine similarity of query and chunk embeddings (also filled for chunks only BM25
+  found, from their stored vectors); `bm25`: the raw BM25 score (None where BM25 did not match).
+- `relevance`: how well the chunk answers, in [0, 1]: its dense cosine similarity, or 1.0 when
+  it contains an identifier from the query verbatim (a code like SKU-4471).
+
+`strength` summarises relevance for the router: `top` (best relevance), `margin` (best minus
+second best) and `fused_top` (the first hit's `score`).
+
+In hybrid mode a third ranking joins the fusion when the query holds identifiers (a letter and a
+digit in one token): candidates containing them verbatim, most first. Embeddings blur such
+tokens, and BM25's tokenizer splits them ("sku", "4471") so every chunk sharing the prefix gets a
+small score; without this ranking, a chunk that only BM25 ranks first can lose to one that both
+legs rank second, which is plain RRF's known weakness with near-ties in one leg.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from retrieval.bm25 import LexicalIndex
+from retrieval.embeddings import Embedder
+from retrieval.errors import RetrievalError
+from retrieval.fusion import RRF_K, normalised, rrf
+from retrieval.store import chroma_where
+
+MODES = ("hybrid", "dense", "bm25")
+MAX_TOP_K = 50
+IDENTIFIER_RE = re.compile(r"(?<![\w-])(?=[\w-]*[A-Za-z])(?=[\w-]*\d)[A-Za-z0-9][\w-]*[A-Za-z0-9]")
+
+
+@dataclass
+class Hit:
+    """One retrieved chunk with its scores (see the module docstring for what each means)."""
+
+    id: str
+    doc_id: str
+    source: str
+    title: str
+    text: str
+    score: float
+    relevance: float
+    dense: float | None = None
+    bm25: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return {**self.__dict__, "metadata": dict(self.metadata)}
+
+
+@dataclass
+class SearchResult:
+    """Hits best first, and the strength summary the router judges retrieval by."""
+
+    hits: list[Hit]
+    strength: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return {"hits": [h.to_dict() for h in self.hits], "strength": dict(self.strength)}
+
+
+EMPTY = {"top": 0.0, "margin": 0.0, "fused_top": 0.0}
+
+
+def check_request(top_k: int, where: dict[str, Any] | None, mode: str) -> None:
+    """Refuse a bad mode, top_k or filter with a message that says what to send."""
+    if mode not in MODES:
+        raise RetrievalError(
+            f"mode must be one of {', '.join(MODES)}; got {mode!r}", "invalid_mode"
+        )
+    if not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
+        raise RetrievalError(
+            f"top_k must be between 1 and {MAX_TOP_K}; got {top_k}", "invalid_top_k"
+        )
+    if where is not None and (
+        not isinstance(where, dict)
+        or not all(isinstance(k, str) for k in where)
+        or not all(isinstance(v, str | int | float | bool) for v in where.values())
+    ):
+        raise RetrievalError(
+            'where must map metadata fields to plain values, like {"lang": "en"}',
+            "invalid_filter",
+        )
+
+
+def identifiers(query: str) -> set[str]:
+    """Identifier-like tokens in a query (a letter and a digit in one token), lower-cased."""
+    return {m.lower() for m in IDENTIFIER_RE.findall(query) if len(m) >= 3}
+
+
+def _contains(text: str, ident: str) -> bool:
+    return re.search(rf"(?<![\w-]){re.escape(ident)}(?![\w-])", text.lower()) is not None
+
+
+def search_collection(
+    col: Any,
+    lexical: Callable[[], LexicalIndex],
+    embedder: Embedder,
+    query: str,
+    top_k: int = 4,
+    where: dict[str, Any] | None = None,
+    mode: str = "hybrid",
+    k: int = RRF_K,
+    identifier_leg: bool = True,
+) -> SearchResult:
+    """Top-k chunks of `col` for `query`; `lexical` gives the collection's current BM25 index.
+
+    `identifier_leg=False` fuses dense and BM25 only (plain two-way RRF), for comparison.
+    """
+    check_request(top_k, where, mode)
+    count = col.count()
+    if not count or not query.strip():
+        return SearchResult([], dict(EMPTY))
+    pool = max(top_k * 5, 20)  # candidates per leg: fusion can lift a leg's 20th to the top
+    query_vec: list[float] | None = None
+    dense: dict[str, float] = {}
+    records: dict[str, tuple[str, dict[str, Any]]] = {}
+    if mode in ("hybrid", "dense"):
+        query_vec = embedder.embed([query])[0]
+        res = col.query(
+            query_embeddings=[query_vec],
+            n_results=min(pool, count),
+            where=chroma_where(where),
+            include=["documents", "metadatas", "distances"],
+        )
+        for cid, text, meta, dist in zip(
+            res["ids"][0],
+            res["documents"][0],
+            res["metadatas"][0],
+            res["distances"][0],
+            strict=True,
+        ):
+            dense[cid] = 1.0 - float(dist)  # cosine space: distance = 1 - similarity
+            records[cid] = (text, dict(meta))
+    lexical_scores: dict[str, float] = {}
+    if mode in ("hybrid", "bm25"):
+        index = lexical()
+        lexical_scores = dict(index.search(query, pool, where))
+        for cid in lexical_scores:
+            if cid not in records and (held := index.record(cid)) is not None:
+                records[cid] = (held[0], dict(held[1]))
+        _fetch_missing(col, [c for c in lexical_scores if c not in records], records)
+    idents = identifiers(query)
+    exact = {
+        cid: float(n)
+        for cid, (text, _) in records.items()
+        if (n := sum(_contains(text, i) for i in idents))
+    }
+    rankings = [sorted(leg, key=leg.__getitem__, reverse=True) for leg in (dense, lexical_scores)]
+    legs = 1 if mode != "hybrid" else 2
+    if mode == "hybrid" and idents and identifier_leg:
+        rankings.append(sorted(exact, key=exact.__getitem__, reverse=True))
+        legs += 1
+    fused = rrf([r for r in rankings if r], k=k)
+    chosen = sorted(fused, key=lambda c: (-fused[c], c))[:top_k]
+    if query_vec is not None:
+        _fill_dense(col, query_vec, [c for c in chosen if c not in dense], dense)
+    hits = []
+    for cid in chosen:
+        text, meta = records[cid]
+        hits.append(Hit(
+            id=cid, doc_id=str(meta.get("doc_id", "")), source=str(meta.get("source", "")),
+            title=str(meta.get("title", "")), text=text,
+            score=round(min(1.0, normalised(fused[cid], legs, k)), 4),
+            relevance=round(max(dense.get(cid, 0.0), 1.0 if cid in exact else 0.0, 0.0), 4),
+            dense=round(dense[cid], 4) if cid in dense else None,
+            bm25=round(lexical_scores[cid], 4) if cid in lexical_scores else None,
+            metadata={k: v for k, v in meta.items() if k not in ("doc_id", "source", "title")},
+        ))  # fmt: skip
+    return SearchResult(hits, strength(hits))
+
+
+def strength(hits: list[Hit]) -> dict[str, float]:
+    """Best relevance, its margin over the second best, and the first hit's fused score."""
+    if not hits:
+        return dict(EMPTY)
+    best = sorted((h.relevance for h in hits), reverse=True)
+    margin = best[0] - best[1] if len(best) > 1 else best[0]
+    return {"top": round(best[0], 4), "margin": round(margin, 4), "fused_top": hits[0].score}
+
+
+def _fetch_missing(
+    col: Any, ids: list[str], records: dict[str, tuple[str, dict[str, Any]]]
+) -> None:
+    # Only when the BM25 index lacks a chunk's text (an index from an older layout).
+    if not ids:
+        return
+    got = col.get(ids=ids, include=["documents", "metadatas"])
+    for cid, text, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True):
+        records[cid] = (text, dict(meta))
+
+
+def _fill_dense(col: Any, query_vec: list[float], ids: list[str], dense: dict[str, float]) -> None:
+    # Chunks that only BM25 found still get their cosine similarity, from the stored vectors.
+    if not ids:
+        return
+    got = col.get(ids=ids, include=["embeddings"])
+    q = math.sqrt(sum(a * a for a in query_vec)) or 1.0
+    for cid, vec in zip(got["ids"], got["embeddings"], strict=True):
+        norm = math.sqrt(sum(float(b) * float(b) for b in vec)) or 1.0
+        dense[cid] = sum(a * float(b) for a, b in zip(query_vec, vec, strict=True)) / (q * norm)

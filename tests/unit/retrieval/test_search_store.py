@@ -1,0 +1,172 @@
+"""Search scoring, request checks, store naming and ingest helpers, without Chroma."""
+
+from __future__ import annotations
+
+import pytest
+
+from retrieval import bm25
+from retrieval.errors import RetrievalError
+from retrieval.fusion import normalised, rrf
+from retrieval.ingest import IngestReport, expand_paths, load_paths
+from retrieval.search import Hit, check_request, identifiers, search_collection, strength
+from retrieval.store import ChromaStore, check_tenant, chroma_where, collection_name
+
+
+class FakeCollection:
+    """Just enough of a Chroma collection for `search_collection`: exact cosine search."""
+
+    def __init__(self, ids, texts, vectors, metas) -> None:
+        self.rows = {i: (t, v, m) for i, t, v, m in zip(ids, texts, vectors, metas, strict=True)}
+
+    def count(self) -> int:
+        return len(self.rows)
+
+    def query(self, query_embeddings, n_results, where, include):
+        q = query_embeddings[0]
+        ok = [
+            (i, r) for i, r in self.rows.items() if not where or r[2].get("lang") == where["lang"]
+        ]
+        scored = sorted(ok, key=lambda ir: -sum(a * b for a, b in zip(q, ir[1][1], strict=True)))
+        top = scored[:n_results]
+        return {
+            "ids": [[i for i, _ in top]],
+            "documents": [[r[0] for _, r in top]],
+            "metadatas": [[r[2] for _, r in top]],
+            "distances": [[1 - sum(a * b for a, b in zip(q, r[1], strict=True)) for _, r in top]],
+        }
+
+    def get(self, ids, include):
+        return {"ids": ids, "embeddings": [self.rows[i][1] for i in ids]}
+
+
+class OneHot:
+    """Embeds by keyword: dense search here knows colours, not codes."""
+
+    name = "one-hot"
+    dim = 3
+    words = ("red", "blue", "green")
+
+    def embed(self, texts):
+        out = []
+        for t in texts:
+            v = [1.0 if w in t.lower() else 0.0 for w in self.words]
+            n = sum(x * x for x in v) ** 0.5 or 1.0
+            out.append([x / n for x in v])
+        return out
+
+
+def make_col():
+    texts = ["SKU-4471 is a red kettle.", "SKU-1234 is a red toaster.", "A blue lamp, SKU-9999."]
+    ids = ["a", "b", "c"]
+    metas = [{"doc_id": i, "source": f"{i}.md", "lang": "en"} for i in ids]
+    col = FakeCollection(ids, texts, OneHot().embed(texts), metas)
+    index = bm25.build(ids, texts, metas, "v1")
+    return col, index
+
+
+def test_hybrid_scores_are_normalised_and_exact_codes_win() -> None:
+    col, index = make_col()
+    result = search_collection(col, lambda: index, OneHot(), "price of the red SKU-1234", top_k=3)
+    assert [h.id for h in result.hits][0] == "b"
+    top = result.hits[0]
+    # dense ranks b first or second (tied with a), BM25 and the identifier leg rank it first
+    assert 0 < top.score <= 1 and all(0 <= h.score <= 1 for h in result.hits)
+    assert top.relevance == 1.0 and top.bm25 is not None and top.bm25 > 0
+    assert top.dense == pytest.approx(1.0)
+    assert result.strength["top"] == 1.0 and result.strength["fused_top"] == top.score
+    dense_only = search_collection(col, lambda: index, OneHot(), "SKU-1234", top_k=3, mode="dense")
+    assert all(h.bm25 is None for h in dense_only.hits)
+
+
+def test_bm25_mode_and_filters_and_empty_query() -> None:
+    col, index = make_col()
+    hits = search_collection(col, lambda: index, OneHot(), "blue lamp", top_k=2, mode="bm25").hits
+    assert hits[0].id == "c" and hits[0].dense is None and hits[0].score == pytest.approx(1.0)
+    none = search_collection(col, lambda: index, OneHot(), "red", top_k=2, where={"lang": "de"})
+    assert none.hits == [] and none.strength["top"] == 0.0
+    assert search_collection(col, lambda: index, OneHot(), "   ").hits == []
+
+
+def test_identifiers_need_a_letter_and_a_digit() -> None:
+    assert identifiers("How much is SKU-4471, and E1234?") == {"sku-4471", "e1234"}
+    assert identifiers("ships in 3-5 days for 2024, size A4") == set()
+
+
+def test_strength_top_and_margin() -> None:
+    def hit(rel: float, score: float) -> Hit:
+        return Hit("i", "d", "s", "t", "x", score=score, relevance=rel)
+
+    assert strength([hit(0.8, 1.0), hit(0.5, 0.6)]) == {
+        "top": 0.8,
+        "margin": pytest.approx(0.3),
+        "fused_top": 1.0,
+    }
+    assert strength([hit(0.4, 0.9)])["margin"] == 0.4
+    assert strength([]) == {"top": 0.0, "margin": 0.0, "fused_top": 0.0}
+
+
+def test_rrf_normalised_three_legs() -> None:
+    scores = rrf([["a", "b"], ["a"], ["b", "a"]], k=60)
+    assert normalised(scores["a"], legs=3) == pytest.approx((2 / 61 + 1 / 62) / (3 / 61))
+    assert normalised(3 / 61, legs=3) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("top_k", "where", "mode", "match"),
+    [
+        (4, None, "fuzzy", "mode must be one of"),
+        (0, None, "hybrid", "top_k must be between 1 and 50"),
+        (51, None, "hybrid", "top_k"),
+        (4, {"tags": ["a"]}, "hybrid", "plain values"),
+        (4, "lang=en", "hybrid", "plain values"),
+    ],
+)
+def test_bad_search_requests(top_k, where, mode, match) -> None:
+    with pytest.raises(RetrievalError, match=match) as exc:
+        check_request(top_k, where, mode)
+    assert exc.value.status_code == 400
+
+
+def test_tenant_names_become_safe_collection_names() -> None:
+    assert collection_name("acme-1") == "lpx_acme-1_docs"
+    for bad in ("", "../etc", "a b", "x" * 64, "-lead", "a/b"):
+        with pytest.raises(RetrievalError, match="tenant") as exc:
+            check_tenant(bad)
+        assert exc.value.status_code == 400
+
+
+def test_chroma_where_and_store_modes() -> None:
+    assert chroma_where(None) is None
+    assert chroma_where({"lang": "en"}) == {"lang": "en"}
+    assert chroma_where({"lang": "en", "v": 2}) == {"$and": [{"lang": "en"}, {"v": 2}]}
+    with pytest.raises(ValueError, match="exactly one"):
+        ChromaStore()
+
+
+def test_ingest_report_merge() -> None:
+    a = IngestReport(1, 3, 0, 0, ["x"])
+    b = IngestReport(2, 0, 1, 1, ["y", "z"])
+    assert a.merge(b).to_dict() == {
+        "documents": 3,
+        "added": 3,
+        "removed": 1,
+        "unchanged": 1,
+        "doc_ids": ["x", "y", "z"],
+    }
+
+
+def test_paths_skip_hidden_and_check_size_before_reading(tmp_path) -> None:
+    (tmp_path / "docs" / ".git").mkdir(parents=True)
+    (tmp_path / "docs" / ".git" / "HEAD.txt").write_text("ref")
+    (tmp_path / "docs" / "a.md").write_text("# A\n\nAlpha.")
+    (tmp_path / "docs" / "b.txt").write_text("Beta.")
+    assert [p.name for p in expand_paths([tmp_path / "docs"])] == ["a.md", "b.txt"]
+    docs = load_paths([tmp_path / "docs"], 1000)
+    assert [d.title for d in docs] == ["A", "b"]
+    (tmp_path / "big.txt").write_text("x" * 5000)
+    with pytest.raises(RetrievalError, match="limit is 1000") as exc:
+        load_paths([tmp_path / "big.txt"], 1000)
+    assert exc.value.status_code == 413
+    with pytest.raises(RetrievalError, match="does not exist") as exc:
+        expand_paths([tmp_path / "missing.md"])
+    assert exc.value.status_code == 404
