@@ -29,7 +29,9 @@ CONFIGS = [("LoRA", False, False), ("LoRA + packing", False, True),
            ("QLoRA (nf4)", True, False), ("QLoRA (nf4) + packing", True, True)]  # fmt: skip
 
 
-def _one(model_dir: str, data_dir: str, out: str, qlora: bool, packing: bool, steps: int, q) -> None:
+def _one(
+    model_dir: str, data_dir: str, out: str, qlora: bool, packing: bool, steps: int, q
+) -> None:
     from training.config import TrainConfig
     from training.sft import train_sft
 
@@ -89,7 +91,10 @@ def main() -> None:
         print_table(
             f"strict-JSON task, {report['examples']} held-out examples, adapter after {args.effect_steps} steps",
             ["metric", "base", "adapter"],
-            [[k, f"{report['base'][k]:.3f}", f"{report['adapter'][k]:.3f}"] for k in report["adapter"]],
+            [
+                [k, f"{report['base'][k]:.3f}", f"{report['adapter'][k]:.3f}"]
+                for k in report["adapter"]
+            ],
         )
     path = write_result("training", results)
     print(f"wrote {path}")

@@ -33,7 +33,9 @@ def sft_run(model_dir, dataset, tmp_path_factory):
     return train_sft(cfg, dataset, tmp_path_factory.mktemp("run") / "sft", progress=False)
 
 
-def test_lora_training_lowers_validation_loss_and_writes_a_servable_adapter(sft_run, model_dir) -> None:
+def test_lora_training_lowers_validation_loss_and_writes_a_servable_adapter(
+    sft_run, model_dir
+) -> None:
     report = sft_run.report
     assert report["steps"] == 4
     assert report["best_val_loss"] < report["first_val_loss"] * 0.8
@@ -66,7 +68,9 @@ def test_trained_adapter_is_served_by_vllm(stack, sft_run) -> None:
     answer = stack.openai(key).chat.completions.create(
         model="json-extract", messages=question, temperature=0, max_tokens=40
     )
-    assert answer.choices[0].message.content and answer.model_extra["loraplex"]["route"] == "adapter"
+    assert (
+        answer.choices[0].message.content and answer.model_extra["loraplex"]["route"] == "adapter"
+    )
 
 
 def test_evaluation_compares_with_the_base(sft_run, dataset, model_dir) -> None:
@@ -83,7 +87,9 @@ def test_qlora_runs_on_cpu(model_dir, dataset, tmp_path) -> None:
 
     cfg = TrainConfig(base_model_dir=model_dir, max_steps=2, eval_steps=100, qlora=True, **SMALL)
     result = train_sft(cfg, dataset, tmp_path / "q", progress=False)
-    assert result.report["steps"] == 2 and (result.adapter_dir / "adapter_model.safetensors").is_file()
+    assert (
+        result.report["steps"] == 2 and (result.adapter_dir / "adapter_model.safetensors").is_file()
+    )
     validate_adapter(result.adapter_dir, base_model="SmolLM2-135M-Instruct", max_rank=16,
                      base_config=json.loads((model_dir / "config.json").read_text()))  # fmt: skip
 
@@ -135,13 +141,25 @@ def test_cli_prepare_train_register(model_dir, tmp_path) -> None:
     import sys
 
     write_jsonl(tmp_path / "raw.jsonl", json_task(24, seed=8))
-    env = {**os.environ, "LORAPLEX_DATA_DIR": str(tmp_path / "state"), "LORAPLEX_MODEL_DIR": str(model_dir)}
+    env = {
+        **os.environ,
+        "LORAPLEX_DATA_DIR": str(tmp_path / "state"),
+        "LORAPLEX_MODEL_DIR": str(model_dir),
+    }
     cli = [sys.executable, "-m", "serve.cli"]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*cli, *args], env=env, capture_output=True, text=True, timeout=600)
 
-    prep = run("data", "prepare", str(tmp_path / "raw.jsonl"), "--out", str(tmp_path / "ds"), "--dedup-threshold", "1.0")
+    prep = run(
+        "data",
+        "prepare",
+        str(tmp_path / "raw.jsonl"),
+        "--out",
+        str(tmp_path / "ds"),
+        "--dedup-threshold",
+        "1.0",
+    )
     assert prep.returncode == 0, prep.stderr
     trained = run("train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "run"), "--max-steps", "1",
                   "--batch-size", "2", "--register", "cli-json")  # fmt: skip
@@ -149,5 +167,7 @@ def test_cli_prepare_train_register(model_dir, tmp_path) -> None:
     assert trained.stdout.strip().endswith("adapter")
     listed = run("adapters", "list")
     assert "cli-json" in listed.stdout
-    bad = run("train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "r2"), "--rank", "64")
+    bad = run(
+        "train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "r2"), "--rank", "64"
+    )
     assert bad.returncode == 2 and "max LoRA rank" in bad.stderr

@@ -21,7 +21,10 @@ def write(path, rows):
 
 def test_formats_normalise_to_chat() -> None:
     assert normalise({"prompt": "p", "completion": "c"}) == ("sft", chat("p", "c"))
-    assert normalise({"instruction": "i", "input": "x", "output": "o"}) == ("sft", chat("i\n\nx", "o"))
+    assert normalise({"instruction": "i", "input": "x", "output": "o"}) == (
+        "sft",
+        chat("i\n\nx", "o"),
+    )
     assert normalise({"instruction": "i", "output": "o"})[1] == chat("i", "o")
     kind, pair = normalise({"prompt": "p", "chosen": "a", "rejected": "b"})
     assert kind == "preference" and pair == {"prompt": "p", "chosen": "a", "rejected": "b"}
@@ -64,8 +67,19 @@ def test_quality_filters() -> None:
     cfg = PrepareConfig()
     assert quality_problem(chat("q", ""), cfg) == "empty answer"
     assert quality_problem(chat("q", "and then it was..."), cfg) == "truncated answer"
-    assert quality_problem(chat("Tell me about the weather today", "Tell me about the weather today"), cfg) == "answer repeats the prompt"
-    assert quality_problem({"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}]}, cfg) == "wrong role order"
+    assert (
+        quality_problem(
+            chat("Tell me about the weather today", "Tell me about the weather today"), cfg
+        )
+        == "answer repeats the prompt"
+    )
+    assert (
+        quality_problem(
+            {"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}]},
+            cfg,
+        )
+        == "wrong role order"
+    )
     assert quality_problem(chat("q", "x" * 20000), cfg) == "too long"
     assert quality_problem(chat("What is 2+2?", "4"), cfg) is None
 
@@ -79,11 +93,20 @@ def test_near_duplicates_cluster() -> None:
 
 
 def test_prepare_end_to_end(tmp_path) -> None:
-    rows = [chat(f"Question number {i} about topic {i * 7}?", f"Answer {i}: the value is {i * 3}.") for i in range(40)]
-    rows += [rows[0], chat("Question number 1 about topic 7?!", "Answer 1: the value is 3.")]  # dupes
+    rows = [
+        chat(f"Question number {i} about topic {i * 7}?", f"Answer {i}: the value is {i * 3}.")
+        for i in range(40)
+    ]
+    rows += [
+        rows[0],
+        chat("Question number 1 about topic 7?!", "Answer 1: the value is 3."),
+    ]  # dupes
     rows += [chat("Email me at jo@example.com please", "Sure, noted."), chat("q", "")]
     rows += ["{broken", {"prompt": "Prefer?", "chosen": "Yes.", "rejected": "No."}]
-    evalset = write(tmp_path / "eval.jsonl", [chat("Question number 5 about topic 35?", "Answer 5: the value is 15.")])
+    evalset = write(
+        tmp_path / "eval.jsonl",
+        [chat("Question number 5 about topic 35?", "Answer 5: the value is 15.")],
+    )
     manifest = prepare([write(tmp_path / "raw.jsonl", rows)], tmp_path / "out",
                        PrepareConfig(decontam_n=5), eval_sets=[evalset])  # fmt: skip
     out = tmp_path / "out"
@@ -91,10 +114,20 @@ def test_prepare_end_to_end(tmp_path) -> None:
                                    "overlaps an eval set": 1}  # fmt: skip
     assert manifest["rejected_lines"] == 1 and manifest["pii_found"] == {"email": 1}
     counts = {k: v["count"] for k, v in manifest["splits"].items()}
-    assert counts["preference"] == 1 and sum(counts[s] for s in ("train", "validation", "test")) == 40
-    texts = {s: {json.dumps(r) for r in read_jsonl(out / f"{s}.jsonl")} for s in ("train", "validation", "test")}
+    assert (
+        counts["preference"] == 1 and sum(counts[s] for s in ("train", "validation", "test")) == 40
+    )
+    texts = {
+        s: {json.dumps(r) for r in read_jsonl(out / f"{s}.jsonl")}
+        for s in ("train", "validation", "test")
+    }
     assert not (texts["train"] & texts["test"]) and not (texts["train"] & texts["validation"])
-    assert "[EMAIL]" in (out / "train.jsonl").read_text() + (out / "validation.jsonl").read_text() + (out / "test.jsonl").read_text()
+    assert (
+        "[EMAIL]"
+        in (out / "train.jsonl").read_text()
+        + (out / "validation.jsonl").read_text()
+        + (out / "test.jsonl").read_text()
+    )
     assert "near duplicate" in (out / "report.md").read_text()
     assert len(manifest["dataset_digest"]) == 64 and manifest["sources"][0]["sha256"]
 
