@@ -91,7 +91,10 @@ class ArtifactStore:
                 removed.append(path.name)
         return removed
 
-    def clean_staging(self) -> None:
-        """Remove what an interrupted registration (kill -9) left in staging."""
+    def clean_staging(self, min_age_s: float = 3600.0) -> None:
+        """Remove what an interrupted registration (kill -9) left in staging. Recent entries
+        are spared: another process (the gateway, while the CLI starts) may be staging now."""
+        now = time.time()
         for leftover in (self.root / "staging").iterdir():
-            shutil.rmtree(leftover, ignore_errors=True)
+            if now - leftover.stat().st_mtime > min_age_s:
+                shutil.rmtree(leftover, ignore_errors=True)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import bm25s
+import numpy as np
 
 
 def tokenize(texts: list[str]) -> list[list[str]]:
@@ -47,26 +49,39 @@ class LexicalIndex:
         return None if i is None else (self.texts[i], self.metadatas[i])
 
     def search(
-        self, query: str, n: int, where: dict[str, Any] | None = None
+        self,
+        query: str,
+        n: int,
+        where: dict[str, Any] | None = None,
+        include: Collection[str] = (),
     ) -> list[tuple[str, float]]:
-        """(chunk id, BM25 score) best first; only positive scores; `where` = equality filter."""
+        """(chunk id, BM25 score), best first: the `n` best positive scores, plus the positive
+        scores of the chunks in `include` (the dense leg's candidates, so fusion sees both
+        scores for them); `where` is an equality filter on metadata."""
         if not self.ids:
             return []
-        tokens = tokenize([query])
-        if not tokens or not tokens[0]:
+        vocab = self.model.vocab_dict
+        known = [t for t in tokenize([query])[0] if t in vocab]
+        if not known:
             return []
-        k = len(self.ids) if where else min(n, len(self.ids))
-        docs, scores = self.model.retrieve(tokens, k=k, show_progress=False)
-        out = []
-        for index, score in zip(docs[0], scores[0], strict=True):
-            if score <= 0:
-                continue
-            meta = self.metadatas[int(index)]
-            if where and any(meta.get(key) != value for key, value in where.items()):
-                continue
-            out.append((self.ids[int(index)], float(score)))
-            if len(out) >= n:
+        scores = self.model.get_scores(known)  # one pass over the whole index; cheap at 10^5
+
+        def keep(i: int) -> bool:
+            meta = self.metadatas[i]
+            return not where or all(meta.get(key) == value for key, value in where.items())
+
+        out: list[tuple[str, float]] = []
+        for i in np.argsort(-scores, kind="stable"):
+            if len(out) >= n or scores[i] <= 0:
                 break
+            if keep(int(i)):
+                out.append((self.ids[int(i)], float(scores[i])))
+        seen = {cid for cid, _ in out}
+        for cid in include:
+            j = self.positions.get(cid)
+            if j is not None and cid not in seen and scores[j] > 0 and keep(j):
+                out.append((cid, float(scores[j])))
+        out.sort(key=lambda item: -item[1])
         return out
 
 

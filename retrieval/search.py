@@ -31,7 +31,7 @@ from typing import Any
 from retrieval.bm25 import LexicalIndex
 from retrieval.embeddings import Embedder
 from retrieval.errors import RetrievalError
-from retrieval.fusion import RRF_K, normalised, rrf
+from retrieval.fusion import RRF_K, normalised, ranks, rrf
 from retrieval.store import chroma_where
 
 MODES = ("hybrid", "dense", "bm25")
@@ -147,7 +147,7 @@ def search_collection(
     lexical_scores: dict[str, float] = {}
     if mode in ("hybrid", "bm25"):
         index = lexical()
-        lexical_scores = dict(index.search(query, pool, where))
+        lexical_scores = dict(index.search(query, pool, where, include=list(dense)))
         for cid in lexical_scores:
             if cid not in records and (held := index.record(cid)) is not None:
                 records[cid] = (held[0], dict(held[1]))
@@ -158,10 +158,10 @@ def search_collection(
         for cid, (text, _) in records.items()
         if (n := sum(_contains(text, i) for i in idents))
     }
-    rankings = [sorted(leg, key=leg.__getitem__, reverse=True) for leg in (dense, lexical_scores)]
+    rankings = [ranks(leg) for leg in (dense, lexical_scores)]
     legs = 1 if mode != "hybrid" else 2
     if mode == "hybrid" and idents and identifier_leg:
-        rankings.append(sorted(exact, key=exact.__getitem__, reverse=True))
+        rankings.append(ranks(exact))
         legs += 1
     fused = rrf([r for r in rankings if r], k=k)
     chosen = sorted(fused, key=lambda c: (-fused[c], c))[:top_k]

@@ -32,10 +32,15 @@ class Decision:
 class Router:
     """Resolve the request's model and route against the tenant's policy."""
 
-    def __init__(self, base_model: str, registry: Any = None, retrieval: Any = None) -> None:
+    def __init__(
+        self, base_model: str, registry: Any = None, retrieval: Any = None, embedder: Any = None
+    ) -> None:
         self.base_model = base_model
         self.registry = registry
         self.retrieval = retrieval
+        self.embedder = embedder if embedder is not None else getattr(retrieval, "embedder", None)
+        # served name -> exemplar embeddings; versions are immutable, so entries never go stale
+        self._exemplars: dict[str, list[list[float]]] = {}
 
     def resolve_adapter(self, name: str, tenant: Tenant) -> Any:
         if self.registry is None:
@@ -71,7 +76,7 @@ class Router:
         scores: dict[str, float] = {}
         result = None
         if route == AUTO:
-            route, reason, scores, result = self._auto(adapter, tenant, query, opts.top_k)
+            route, reason, scores, result, adapter = self._auto(adapter, tenant, query, opts.top_k)
         elif route in ("adapter", "combined") and adapter is None:
             raise ApiError(
                 400,
@@ -96,7 +101,47 @@ class Router:
             served = adapter.served_name
         return Decision(route, served, adapter, reason, scores, result)
 
+    def match_adapter(self, tenant: Tenant, query: str) -> tuple[Any, float]:
+        """The tenant's adapter whose exemplar prompts are most similar to `query` (cosine)."""
+        if self.registry is None or self.embedder is None or not query:
+            return None, 0.0
+        candidates = [a for a in self.registry.list_for_tenant(tenant.name) if a.exemplars]
+        if not candidates:
+            return None, 0.0
+        [q] = self.embedder.embed([query])
+        best, best_sim = None, 0.0
+        for av in candidates:
+            vectors = self._exemplars.get(av.served_name)
+            if vectors is None:
+                vectors = self._exemplars[av.served_name] = self.embedder.embed(av.exemplars)
+            sim = max(sum(x * y for x, y in zip(q, v, strict=True)) for v in vectors)
+            if sim > best_sim:
+                best, best_sim = av, sim
+        return best, best_sim
+
     def _auto(
+        self, adapter: Any, tenant: Tenant, query: str, top_k: int
+    ) -> tuple[str, str, dict[str, float], Any, Any]:
+        """Pick an adapter by exemplar similarity (unless one was named), then let retrieval
+        strength decide between the plain and the context-augmented path."""
+        matched = ""
+        similarity: dict[str, float] = {}
+        if adapter is None and "adapter" in tenant.policy.routes:
+            found, sim = self.match_adapter(tenant, query)
+            if found is not None:
+                similarity["adapter_similarity"] = round(sim, 4)
+                threshold = tenant.policy.adapter_min_similarity
+                if sim >= threshold:
+                    adapter = found
+                    matched = (
+                        f"prompt resembles {found.name}'s exemplars ({sim:.2f} >= {threshold})"
+                    )
+        route, reason, scores, result = self._auto_retrieval(adapter, tenant, query, top_k)
+        if matched:
+            reason = f"{matched}; {reason}"
+        return route, reason, {**similarity, **scores}, result, adapter
+
+    def _auto_retrieval(
         self, adapter: Any, tenant: Tenant, query: str, top_k: int
     ) -> tuple[str, str, dict[str, float], Any]:
         wants_rag = self.retrieval is not None and any(

@@ -58,16 +58,21 @@ def _open(config: Path | None) -> tuple[Any, Any]:
     return settings, registry
 
 
-def _notify(settings: Any, gateway: str | None, admin_key: str | None, name: str) -> None:
+def _notify(
+    settings: Any, gateway: str | None, admin_key: str | None, name: str, removed: bool = False
+) -> None:
     """Ask a running gateway to bring vLLM in line with the registry for `name`."""
     import httpx
 
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     url = (gateway or f"http://{host}:{settings.port}").rstrip("/")
     key = admin_key or _stored_admin_key(settings)
-    later = "vLLM loads it on the first request for it"
+    later = (
+        "a gateway refuses it from now on" if removed
+        else f"a gateway loads {name}'s prod version into vLLM on the first request for it"
+    )  # fmt: skip
     if key is None:
-        typer.echo(f"no admin key to tell a gateway with (--admin-key): {later}")
+        typer.echo(f"no admin key to tell a running gateway with (--admin-key): {later}")
         return
     try:
         resp = httpx.post(f"{url}/v1/adapters/reload", json={"name": name},
@@ -261,4 +266,4 @@ def remove(
     settings, registry = _open(config)
     gone = _run(registry.remove, ref)
     typer.echo("removed " + ", ".join(av.ref for av in gone))
-    _notify(settings, gateway, admin_key, gone[0].name)
+    _notify(settings, gateway, admin_key, gone[0].name, removed=True)

@@ -110,24 +110,44 @@ def test_register_serve_promote_rollback_remove(stack, adapters_dir) -> None:
         assert "colours" not in {m.id for m in client.models.list().data}
 
 
-def test_reload_applies_changes_made_outside_the_gateway(stack, adapters_dir) -> None:
-    """The CLI edits the registry directly, then asks the gateway to load the new prod."""
-    stack.make_tenant("ad-cli")
-    with stack.admin() as admin:
-        assert upload(admin, zipped(adapters_dir["v1"]), "edited", tenant="ad-cli").is_success
-        assert upload(admin, zipped(adapters_dir["v2"]), "edited", tenant="ad-cli",
-                      promote="false").is_success  # fmt: skip
-        stack.state.registry.promote("edited@2")  # as `loraplex adapters promote` does
-        resp = admin.post("/v1/adapters/reload", json={"name": "edited"})
-        assert resp.status_code == 200, resp.text
-        assert [r["ok"] for r in resp.json()["load"]["edited@2"]] == [True]
-        held = httpx.get(f"{stack.vllm_url}/v1/models").json()["data"]
-        assert "edited-v2" in {m["id"] for m in held}
-        stack.state.registry.remove("edited")  # as `loraplex adapters remove` does
-        resp = admin.post("/v1/adapters/reload", json={"name": "edited"})
-        assert set(resp.json()["unload"]) >= {"edited-v2"}
-        held = httpx.get(f"{stack.vllm_url}/v1/models").json()["data"]
-        assert not {"edited-v1", "edited-v2"} & {m["id"] for m in held}
+def test_cli_changes_reach_the_running_gateway(stack, adapters_dir) -> None:
+    """`loraplex adapters ...` edits the registry directly, then has the gateway load/unload."""
+    from typer.testing import CliRunner
+
+    from serve.commands.adapters import app
+
+    client = stack.openai(stack.make_tenant("ad-cli"))
+    env = {
+        "LORAPLEX_DATA_DIR": str(stack.settings.data_dir),
+        "LORAPLEX_MODEL_DIR": str(stack.model_dir),
+        "LORAPLEX_PORT": str(stack.settings.port),
+        "LORAPLEX_ADMIN_KEY": stack.admin_key,
+    }
+
+    def cli(*args: str) -> str:
+        result = CliRunner().invoke(app, list(args), env=env)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    def held() -> set[str]:
+        return {m["id"] for m in httpx.get(f"{stack.vllm_url}/v1/models").json()["data"]}
+
+    out = cli("register", str(adapters_dir["v1"]), "--name", "edited", "--tenant", "ad-cli")
+    assert "registered edited@1 (prod)" in out and "edited@1 loaded on 1/1" in out
+    assert "edited-v1" in held()
+    v1_text = ask(client, "edited").choices[0].message.content
+    out = cli("register", str(adapters_dir["v2"]), "--name", "edited", "--tenant", "ad-cli",
+              "--no-promote")  # fmt: skip
+    assert "registered edited@2" in out and "edited-v2" not in held()
+    assert "edited@2 loaded on 1/1" in cli("promote", "edited@2")
+    assert "edited-v2" in held()
+    assert ask(client, "edited").choices[0].message.content != v1_text
+    cli("rollback", "edited")
+    assert ask(client, "edited").choices[0].message.content == v1_text
+    assert "unloaded edited-v1" in cli("remove", "edited")
+    assert not {"edited-v1", "edited-v2"} & held()
+    with pytest.raises(openai.NotFoundError):
+        ask(client, "edited")
 
 
 def test_tenants_cannot_use_or_see_each_others_adapters(stack, adapters_dir) -> None:

@@ -62,7 +62,8 @@ def test_trained_adapter_is_served_by_vllm(stack, sft_run) -> None:
             for f in sft_run.adapter_dir.iterdir():
                 zf.write(f, f.name)
         resp = admin.post("/v1/adapters", files={"file": ("a.zip", buf.getvalue())},
-                          data={"name": "json-extract", "tenant": "tr-acme"})  # fmt: skip
+                          data={"name": "json-extract", "tenant": "tr-acme",
+                                "exemplars": (sft_run.adapter_dir.parent / "exemplars.json").read_text()})  # fmt: skip
         assert resp.status_code == 201, resp.text
     question = json_task(1, seed=99)[0]["messages"][:1]
     answer = stack.openai(key).chat.completions.create(
@@ -171,3 +172,27 @@ def test_cli_prepare_train_register(model_dir, tmp_path) -> None:
         "train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "r2"), "--rank", "64"
     )
     assert bad.returncode == 2 and "max LoRA rank" in bad.stderr
+
+
+def test_auto_routes_task_prompts_to_the_trained_adapter(stack, sft_run) -> None:
+    """After registration with exemplars, model=auto sends look-alike prompts to the adapter."""
+    if not _registered(stack):  # when run on its own
+        test_trained_adapter_is_served_by_vllm(stack, sft_run)
+    client = stack.openai(stack.make_tenant("tr-acme"))
+    question = json_task(1, seed=123)[0]["messages"][:1]
+    routed = client.chat.completions.create(
+        model="auto", messages=question, temperature=0, max_tokens=30
+    )
+    extra = routed.model_extra["loraplex"]
+    assert extra["route"] == "adapter" and extra["adapter"].startswith("json-extract@")
+    assert extra["scores"]["adapter_similarity"] >= 0.45
+    other = client.chat.completions.create(
+        model="auto",
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=8,
+    )
+    assert other.model_extra["loraplex"]["route"] == "prompt"
+
+
+def _registered(stack) -> bool:
+    return stack.state.registry.resolve_for_tenant("json-extract", "tr-acme") is not None

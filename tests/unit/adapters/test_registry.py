@@ -94,9 +94,11 @@ def test_leftovers_of_a_kill_are_collected(registry, adapter, tmp_path, base_dir
     import os
 
     os.utime(orphan, (0, 0))
+    os.utime(staged, (0, 0))
+    fresh = registry.store.stage(adapter)  # another process staging right now: left alone
     AdapterRegistry(str(registry.engine.url), registry.store.root, base_model="tiny-base",
                     max_rank=16, base_model_dir=base_dir)  # fmt: skip
-    assert not staged.exists() and not orphan.exists()
+    assert not staged.exists() and not orphan.exists() and fresh.exists()
 
 
 def _zip(files: dict[str, bytes]) -> bytes:

@@ -170,3 +170,12 @@ def test_paths_skip_hidden_and_check_size_before_reading(tmp_path) -> None:
     with pytest.raises(RetrievalError, match="does not exist") as exc:
         expand_paths([tmp_path / "missing.md"])
     assert exc.value.status_code == 404
+
+
+def test_ties_share_a_rank_in_fusion() -> None:
+    from retrieval.fusion import ranks
+
+    assert ranks({"a": 3.0, "b": 1.5, "c": 1.5, "d": 0.2}) == {"a": 1, "b": 2, "c": 2, "d": 4}
+    fused = rrf([ranks({"x": 2.0, "y": 2.0, "z": 2.0}), ["z", "y", "x"]])
+    assert fused["z"] > fused["y"] > fused["x"]  # the tied leg leaves the order to the other
+    assert fused["x"] == pytest.approx(1 / 61 + 1 / 63)
