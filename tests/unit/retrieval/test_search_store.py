@@ -176,6 +176,8 @@ def test_ties_share_a_rank_in_fusion() -> None:
     from retrieval.fusion import ranks
 
     assert ranks({"a": 3.0, "b": 1.5, "c": 1.5, "d": 0.2}) == {"a": 1, "b": 2, "c": 2, "d": 4}
+    near = {"a": 10.0, "b": 9.5, "c": 9.1, "d": 8.9, "e": 2.0}
+    assert ranks(near, tolerance=0.1) == {"a": 1, "b": 1, "c": 1, "d": 4, "e": 5}
     fused = rrf([ranks({"x": 2.0, "y": 2.0, "z": 2.0}), ["z", "y", "x"]])
     assert fused["z"] > fused["y"] > fused["x"]  # the tied leg leaves the order to the other
     assert fused["x"] == pytest.approx(1 / 61 + 1 / 63)
