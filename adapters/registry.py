@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from adapters.db import make_engine
 from adapters.errors import AdapterConflict, AdapterError, AdapterNotFound
 from adapters.models import AdapterRow, VersionRow
 from adapters.store import ArtifactStore
@@ -113,19 +114,6 @@ def migrate(database_url: str) -> None:
     command.upgrade(cfg, "head")
 
 
-def _engine(url: str) -> Engine:
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(conn: Any, _record: Any) -> None:
-            conn.execute("PRAGMA foreign_keys=ON")
-
-        return engine
-    return create_engine(url, pool_pre_ping=True)
-
-
 class AdapterRegistry:
     """Register, resolve, promote, roll back and remove adapter versions."""
 
@@ -138,7 +126,7 @@ class AdapterRegistry:
         max_rank: int,
         base_model_dir: Path | None = None,
     ) -> None:
-        self.engine = _engine(database_url)  # first: it makes a SQLite file's directory
+        self.engine = make_engine(database_url)  # first: it makes a SQLite file's directory
         migrate(database_url)
         self.store = ArtifactStore(store_dir)
         self.store.clean_staging()
@@ -155,7 +143,7 @@ class AdapterRegistry:
     def reader(cls, database_url: str, store_dir: Path) -> AdapterRegistry:
         """A lookup-only registry (no migrations, no clean-up): for the vLLM resolver plugin."""
         self = cls.__new__(cls)
-        self.engine = _engine(database_url)
+        self.engine = make_engine(database_url)
         self.store = ArtifactStore(store_dir)
         self.base_model, self.base_model_dir, self.max_rank = "", None, 0
         self.base_config = None

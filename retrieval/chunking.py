@@ -17,12 +17,15 @@ HEADING_RE = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 
 @dataclass(frozen=True)
 class Chunk:
+    """A piece of a document: its text, the heading path above it, its place in the document."""
+
     text: str
     heading: str
     position: int
 
 
 def count_tokens(text: str) -> int:
+    """Words and punctuation marks in `text` (the unit `max_tokens` is counted in)."""
     return len(TOKEN_RE.findall(text))
 
 

@@ -1,23 +1,27 @@
 """Hybrid search over one tenant's collection: dense (Chroma) + lexical (BM25), fused with RRF.
 
+Fusion. Each leg ranks its candidates (ties share a rank) and reciprocal rank fusion adds
+1 / (60 + rank) over the legs. The lexical leg votes with tolerance: BM25 scores within 10% of
+each other share a rank, and matches under 10% of the best BM25 score do not vote at all (see
+`fusion.py`). In hybrid mode a third ranking joins when the query holds identifiers (a letter and
+a digit in one token, like SKU-4471): candidates containing them verbatim, most first.
+Embeddings blur such tokens, and without this ranking an exact match that only BM25 ranks first
+ties with the dense leg's favourite (bench/retrieval.py measures the difference).
+
 Scores returned per hit:
-- `score`: the fused reciprocal-rank score divided by the best one possible with the rankings
-  that took part (first in each: n / (k + 1)), so in [0, 1]; 1.0 means first everywhere. In
-  `dense` or `bm25` mode there is one ranking and the same formula applies. It orders hits but
-  says nothing about how good the best one is: some chunk is always first.
+- `score`: the fused score divided by the best one possible with the rankings that took part
+  (first in each: n / (k + 1)), so in [0, 1]; 1.0 means first everywhere. In `dense` or `bm25`
+  mode there is one ranking and the same formula applies. It orders hits but says nothing about
+  how good the best one is: some chunk is always first.
 - `dense`: cosine similarity of query and chunk embeddings (also filled for chunks only BM25
   found, from their stored vectors); `bm25`: the raw BM25 score (None where BM25 did not match).
 - `relevance`: how well the chunk answers, in [0, 1]: its dense cosine similarity, or 1.0 when
-  it contains an identifier from the query verbatim (a code like SKU-4471).
+  it contains an identifier from the query verbatim.
 
 `strength` summarises relevance for the router: `top` (best relevance), `margin` (best minus
-second best) and `fused_top` (the first hit's `score`).
-
-In hybrid mode a third ranking joins the fusion when the query holds identifiers (a letter and a
-digit in one token): candidates containing them verbatim, most first. Embeddings blur such
-tokens, and BM25's tokenizer splits them ("sku", "4471") so every chunk sharing the prefix gets a
-small score; without this ranking, a chunk that only BM25 ranks first can lose to one that both
-legs rank second, which is plain RRF's known weakness with near-ties in one leg.
+second best) and `fused_top` (the first hit's `score`). Relevance, not the fused score, because
+the router must tell "something matches" from "nothing does", and rank-based scores cannot.
+In `bm25` mode there are no dense similarities, so relevance only reflects identifiers.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Any
 from retrieval.bm25 import LexicalIndex
 from retrieval.embeddings import Embedder
 from retrieval.errors import RetrievalError
-from retrieval.fusion import LEXICAL_TIE, RRF_K, normalised, ranks, rrf
+from retrieval.fusion import LEXICAL_FLOOR, LEXICAL_TIE, RRF_K, normalised, ranks, rrf
 from retrieval.store import chroma_where
 
 MODES = ("hybrid", "dense", "bm25")
@@ -158,7 +162,9 @@ def search_collection(
         for cid, (text, _) in records.items()
         if (n := sum(_contains(text, i) for i in idents))
     }
-    rankings = [ranks(dense), ranks(lexical_scores, LEXICAL_TIE)]
+    floor = LEXICAL_FLOOR * max(lexical_scores.values(), default=0.0)
+    lexical_votes = {c: v for c, v in lexical_scores.items() if v >= floor}
+    rankings = [ranks(dense), ranks(lexical_votes, LEXICAL_TIE)]
     legs = 1 if mode != "hybrid" else 2
     if mode == "hybrid" and idents and identifier_leg:
         rankings.append(ranks(exact))

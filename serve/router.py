@@ -75,7 +75,11 @@ class Router:
         reason = "requested by the caller"
         scores: dict[str, float] = {}
         result = None
-        if route == AUTO:
+        if route == AUTO and req.model != AUTO:
+            # Naming a model is an explicit choice: no retrieval or exemplar look-ups.
+            route = "prompt" if adapter is None else "adapter"
+            reason = "the request named " + ("the base model" if adapter is None else "an adapter")
+        elif route == AUTO:
             route, reason, scores, result, adapter = self._auto(adapter, tenant, query, opts.top_k)
         elif route in ("adapter", "combined") and adapter is None:
             raise ApiError(

@@ -72,21 +72,35 @@ class TrainConfig:
             )
 
     @classmethod
-    def from_yaml(cls, path: Path, **overrides: Any) -> TrainConfig:
-        """Load a YAML file of fields; unknown keys are an error naming the known ones."""
+    def from_yaml(
+        cls, path: Path, defaults: dict[str, Any] | None = None, **overrides: Any
+    ) -> TrainConfig:
+        """Load a YAML file of fields over `defaults`, then apply non-None `overrides`.
+
+        Unknown keys are an error naming the known ones.
+        """
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise TrainingError(f"cannot read config {path}: {exc}", "invalid_config") from None
         known = {f.name for f in fields(cls)}
+        if not isinstance(data, dict):
+            raise TrainingError(
+                f"config {path} must be a mapping of field: value", "invalid_config"
+            )
         unknown = sorted(set(data) - known)
         if unknown:
             raise TrainingError(
                 f"unknown config keys {unknown}; known: {sorted(known)}", "invalid_config"
             )
-        return cls(**{**data, **{k: v for k, v in overrides.items() if v is not None}})
+        set_flags = {k: v for k, v in overrides.items() if v is not None}
+        try:
+            return cls(**{**(defaults or {}), **data, **set_flags})
+        except TypeError as exc:
+            raise TrainingError(f"config {path}: {exc}", "invalid_config") from None
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (paths as strings), for reports and lineage."""
         out = asdict(self)
         out["base_model_dir"] = str(self.base_model_dir)
         return out

@@ -10,24 +10,29 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import shutil
-import tempfile
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from training.dedup import clusters, ngrams
 from training.errors import TrainingError
-from training.formats import load_jsonl, write_jsonl
+from training.formats import load_jsonl
+from training.manifest import Report, write_dataset
 from training.pii import redact
+
+SAMPLES_PER_REASON = 3
 
 
 @dataclass
 class PrepareConfig:
     """Curation knobs; defaults suit instruction data of a few hundred to a few thousand rows."""
 
-    dedup_threshold: float = 0.8  # MinHash Jaccard on word 3-grams; 1.0 keeps near-duplicates
+    dedup_threshold: float = 0.8  # MinHash Jaccard on word 3-grams; 1.0 turns near-dup search off
+    # drop: keep one example per near-duplicate cluster. keep_together: keep them all (e.g.
+    # deliberate paraphrases) but never let a cluster straddle train and validation/test.
+    near_duplicates: Literal["drop", "keep_together"] = "drop"
     pii: Literal["redact", "drop", "keep"] = "redact"
     min_answer_chars: int = 1
     max_chars: int = 16_000  # whole example; longer ones rarely fit the context anyway
@@ -40,31 +45,21 @@ class PrepareConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.dedup_threshold <= 1.0:
             raise TrainingError(f"dedup_threshold must be in (0, 1], got {self.dedup_threshold}")
+        if self.near_duplicates not in ("drop", "keep_together"):
+            raise TrainingError(
+                f"near_duplicates must be drop or keep_together, got {self.near_duplicates!r}"
+            )
         if self.pii not in ("redact", "drop", "keep"):
             raise TrainingError(f"pii must be redact, drop or keep, got {self.pii!r}")
         if not (0 <= self.validation_fraction < 1 and 0 <= self.test_fraction < 1
                 and self.validation_fraction + self.test_fraction < 1):  # fmt: skip
             raise TrainingError("validation_fraction + test_fraction must be below 1")
         if self.decontam_n < 3:
-            raise TrainingError("decontam_n must be at least 3")
+            raise TrainingError(f"decontam_n must be at least 3, got {self.decontam_n}")
         if not 0 <= self.mix_ratio <= 1:
-            raise TrainingError("mix_ratio must be between 0 and 1")
-
-
-@dataclass
-class Removal:
-    reason: str
-    example: dict[str, Any]
-
-
-@dataclass
-class Report:
-    inputs: dict[str, int] = field(default_factory=dict)
-    rejected_lines: list[tuple[str, int, str]] = field(default_factory=list)
-    removed: dict[str, int] = field(default_factory=dict)
-    samples: dict[str, list[Any]] = field(default_factory=dict)
-    pii_found: dict[str, int] = field(default_factory=dict)
-    splits: dict[str, int] = field(default_factory=dict)
+            raise TrainingError(f"mix_ratio must be between 0 and 1, got {self.mix_ratio}")
+        if self.min_answer_chars < 1 or self.max_chars < 10:
+            raise TrainingError("min_answer_chars must be >= 1 and max_chars >= 10")
 
 
 def _text(example: dict[str, Any]) -> str:
@@ -95,6 +90,7 @@ def quality_problem(example: dict[str, Any], cfg: PrepareConfig) -> str | None:
     answer = _answer(example).strip()
     if len(answer) < cfg.min_answer_chars:
         return "empty answer"
+    # An ellipsis or an unclosed code fence at the very end: the answer was cut off.
     if answer.endswith(("...", "…")) or answer.count("```") % 2 == 1:
         return "truncated answer"
     if len(_text(example)) > cfg.max_chars:
@@ -106,8 +102,40 @@ def quality_problem(example: dict[str, Any], cfg: PrepareConfig) -> str | None:
     return None
 
 
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def redact_example(example: dict[str, Any], mode: str) -> Counter[str]:
+    """Redact personal data in place (unless mode is keep); return counts per kind."""
+    found: Counter[str] = Counter()
+    if mode == "keep":
+        return found
+    if "messages" in example:
+        for m in example["messages"]:
+            m["content"], c = redact(m["content"])
+            found += c
+    else:
+        for key in ("prompt", "chosen", "rejected"):
+            example[key], c = redact(example[key])
+            found += c
+    return found
+
+
+def split_by_cluster(
+    examples: list[dict[str, Any]], cluster_ids: list[int], cfg: PrepareConfig
+) -> dict[str, list[dict[str, Any]]]:
+    """Seeded test/validation/train split that keeps every near-duplicate cluster on one side."""
+    groups: dict[int, list[dict[str, Any]]] = {}
+    for ex, cid in zip(examples, cluster_ids, strict=True):
+        groups.setdefault(cid, []).append(ex)
+    order = list(groups.values())
+    random.Random(cfg.seed).shuffle(order)
+    n = len(examples)
+    # Tiny sets: a test split of 0-1 examples measures nothing; validation needs at least one.
+    want = {"test": int(round(n * cfg.test_fraction)) if n >= 10 else 0,
+            "validation": max(1, int(round(n * cfg.validation_fraction))) if n >= 5 else 0}  # fmt: skip
+    splits: dict[str, list[dict[str, Any]]] = {"train": [], "validation": [], "test": []}
+    for group in order:
+        target = next((s for s in ("test", "validation") if len(splits[s]) < want[s]), "train")
+        splits[target] += group
+    return splits
 
 
 def prepare(
@@ -117,13 +145,21 @@ def prepare(
     eval_sets: list[Path] | None = None,
     mix: Path | None = None,
 ) -> dict[str, Any]:
-    """Curate `inputs` into `out_dir`; returns the manifest."""
+    """Curate `inputs` into `out_dir` (replaced atomically); return the manifest.
+
+    Steps, in order: parse and validate (per file format, line-numbered rejections), PII,
+    quality filters, exact duplicates, near duplicates (MinHash LSH), decontamination against
+    `eval_sets`, split by near-duplicate cluster, then mixing general examples from `mix` into
+    train. Raises TrainingError before writing anything when no example survives.
+    """
     cfg = cfg or PrepareConfig()
+    if not inputs:
+        raise TrainingError("no input files given", "empty_dataset")
     report = Report()
     examples: list[dict[str, Any]] = []
     preference: list[dict[str, Any]] = []
     for path in inputs:
-        loaded = load_jsonl(path)
+        loaded = load_jsonl(Path(path))
         report.inputs[str(path)] = len(loaded.sft) + len(loaded.preference) + len(loaded.rejected)
         report.rejected_lines += loaded.rejected
         examples += loaded.sft
@@ -132,140 +168,101 @@ def prepare(
 
     def drop(reason: str, example: Any) -> None:
         removed[reason] += 1
-        if len(report.samples.setdefault(reason, [])) < 3:
+        if len(report.samples.setdefault(reason, [])) < SAMPLES_PER_REASON:
             report.samples[reason].append(example)
 
     pii_counts: Counter[str] = Counter()
     kept = []
     for ex in examples:
-        if cfg.pii != "keep":
-            found: Counter[str] = Counter()
-            for m in ex["messages"]:
-                m["content"], c = redact(m["content"])
-                found += c
-            pii_counts += found
-            if found and cfg.pii == "drop":
-                drop("contains personal data", ex)
-                continue
-        problem = quality_problem(ex, cfg)
-        if problem:
+        found = redact_example(ex, cfg.pii)
+        pii_counts += found
+        if found and cfg.pii == "drop":
+            drop("contains personal data", ex)
+        elif problem := quality_problem(ex, cfg):
             drop(problem, ex)
         else:
             kept.append(ex)
-    seen: set[str] = set()
-    unique = []
-    for ex in kept:
-        key = hashlib.sha256(json.dumps(ex["messages"], sort_keys=True).encode()).hexdigest()
-        if key in seen:
-            drop("exact duplicate", ex)
+    pairs = []
+    for pair in preference:
+        found = redact_example(pair, cfg.pii)
+        pii_counts += found
+        if found and cfg.pii == "drop":
+            drop("contains personal data", pair)
         else:
-            seen.add(key)
-            unique.append(ex)
+            pairs.append(pair)
+    unique = _exact_dedup(kept, lambda ex: ex["messages"], drop)
+    pairs = _exact_dedup(pairs, lambda p: p, drop)
     cluster_ids = clusters([_text(e) for e in unique], cfg.dedup_threshold)
-    firsts: dict[int, int] = {}
-    deduped = []
-    for i, ex in enumerate(unique):
-        if cluster_ids[i] in firsts and cfg.dedup_threshold < 1.0:
-            drop("near duplicate", ex)
-            continue
-        firsts[cluster_ids[i]] = i
-        deduped.append(ex)
+    if cfg.near_duplicates == "drop":
+        firsts: set[int] = set()
+        deduped, ids = [], []
+        for ex, cid in zip(unique, cluster_ids, strict=True):
+            if cid in firsts:
+                drop("near duplicate", ex)
+                continue
+            firsts.add(cid)
+            deduped.append(ex)
+            ids.append(cid)
+        unique, cluster_ids = deduped, ids
     if eval_sets:
-        grams: set[tuple[str, ...]] = set()
-        for path in eval_sets:
-            loaded = load_jsonl(path)
-            for ex in loaded.sft:
-                grams |= ngrams(_text(ex), cfg.decontam_n)
-        clean = []
-        for ex in deduped:
-            if ngrams(_text(ex), cfg.decontam_n) & grams:
-                drop("overlaps an eval set", ex)
-            else:
-                clean.append(ex)
-        deduped = clean
-    if not deduped and not preference:
+        unique, cluster_ids = _decontaminate(unique, cluster_ids, eval_sets, cfg, drop)
+    if not unique and not pairs:
         raise TrainingError(
             f"no examples left after filtering ({dict(removed)}; {len(report.rejected_lines)} "
             "malformed lines): check the input files and the report's reasons",
             "empty_dataset",
         )
+    splits = split_by_cluster(unique, cluster_ids, cfg)
     rng = random.Random(cfg.seed)
-    rng.shuffle(deduped)
-    n = len(deduped)
-    n_test = int(round(n * cfg.test_fraction)) if n >= 10 else 0
-    n_val = max(1, int(round(n * cfg.validation_fraction))) if n >= 5 else 0
-    splits = {"test": deduped[:n_test], "validation": deduped[n_test : n_test + n_val],
-              "train": deduped[n_test + n_val :]}  # fmt: skip
     if mix is not None and cfg.mix_ratio > 0:
-        general = load_jsonl(mix).sft
+        general = load_jsonl(Path(mix)).sft
         rng.shuffle(general)
-        splits["train"] += general[: int(len(splits["train"]) * cfg.mix_ratio)]
-        rng.shuffle(splits["train"])
+        extra = general[: int(len(splits["train"]) * cfg.mix_ratio)]
+        report.mixed_in = len(extra)
+        splits["train"] += extra
+    rng.shuffle(splits["train"])
+    splits["preference"] = pairs
     report.removed = dict(removed)
     report.pii_found = dict(pii_counts)
     report.splits = {k: len(v) for k, v in splits.items()}
-    return _write(out_dir, splits, preference, report, cfg, inputs, eval_sets or [], mix)
+    return write_dataset(out_dir, splits, report, asdict(cfg), list(inputs), list(eval_sets or []),
+                         mix)  # fmt: skip
 
 
-def _write(out_dir: Path, splits: dict[str, list[Any]], preference: list[Any], report: Report,
-           cfg: PrepareConfig, inputs: list[Path], eval_sets: list[Path], mix: Path | None,
-           ) -> dict[str, Any]:  # fmt: skip
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
-        files = {}
-        for name, rows in splits.items():
-            write_jsonl(tmp / f"{name}.jsonl", rows)
-            files[name] = {
-                "file": f"{name}.jsonl",
-                "count": len(rows),
-                "sha256": sha256_file(tmp / f"{name}.jsonl"),
-            }
-        if preference:
-            write_jsonl(tmp / "preference.jsonl", preference)
-            files["preference"] = {"file": "preference.jsonl", "count": len(preference),
-                                   "sha256": sha256_file(tmp / "preference.jsonl")}  # fmt: skip
-        digest = hashlib.sha256(
-            "".join(str(f["sha256"]) for f in files.values()).encode()
-        ).hexdigest()
-        manifest = {
-            "dataset_digest": digest,
-            "splits": files,
-            "sources": [{"path": str(p), "sha256": sha256_file(p)} for p in inputs],
-            "eval_sets": [{"path": str(p), "sha256": sha256_file(p)} for p in eval_sets],
-            "mix": {"path": str(mix), "sha256": sha256_file(mix)} if mix else None,
-            "config": asdict(cfg),
-            "removed": report.removed,
-            "rejected_lines": len(report.rejected_lines),
-            "pii_found": report.pii_found,
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        (tmp / "report.json").write_text(json.dumps(asdict(report), indent=2, default=str))
-        (tmp / "report.md").write_text(render_report(report, manifest))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return manifest
+def _exact_dedup(
+    rows: list[dict[str, Any]],
+    key: Callable[[dict[str, Any]], Any],
+    drop: Callable[[str, Any], None],
+) -> list[dict[str, Any]]:
+    seen: set[str] = set()
+    out = []
+    for row in rows:
+        digest = hashlib.sha256(json.dumps(key(row), sort_keys=True).encode()).hexdigest()
+        if digest in seen:
+            drop("exact duplicate", row)
+        else:
+            seen.add(digest)
+            out.append(row)
+    return out
 
 
-def render_report(report: Report, manifest: dict[str, Any]) -> str:
-    lines = ["# Data preparation report", "", "## Splits", "", "| split | examples |", "|---|---|"]
-    lines += [f"| {k} | {v['count']} |" for k, v in manifest["splits"].items()]
-    lines += ["", "## Removed", "", "| reason | examples |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in sorted(report.removed.items())] or ["| (none) | 0 |"]
-    lines += ["", f"Malformed lines rejected: {len(report.rejected_lines)}"]
-    for file, line, reason in report.rejected_lines[:20]:
-        lines.append(f"- {file}:{line}: {reason}")
-    lines += ["", "## Personal data found", ""]
-    lines += [f"- {k}: {v}" for k, v in sorted(report.pii_found.items())] or ["- none"]
-    lines += ["", "## Examples of what was removed", ""]
-    for reason, samples in report.samples.items():
-        lines.append(f"### {reason}")
-        for s in samples:
-            lines.append(f"- `{json.dumps(s, ensure_ascii=False)[:300]}`")
-    lines += ["", f"Dataset digest: `{manifest['dataset_digest']}`", ""]
-    return "\n".join(lines)
+def _decontaminate(
+    rows: list[dict[str, Any]], ids: list[int], eval_sets: list[Path], cfg: PrepareConfig,
+    drop: Callable[[str, Any], None],
+) -> tuple[list[dict[str, Any]], list[int]]:  # fmt: skip
+    """Drop examples sharing any word n-gram (n = cfg.decontam_n) with an eval example."""
+    grams: set[tuple[str, ...]] = set()
+    for path in eval_sets:
+        loaded = load_jsonl(Path(path))
+        for ex in loaded.sft:
+            grams |= ngrams(_text(ex), cfg.decontam_n)
+        for pair in loaded.preference:
+            grams |= ngrams(f"{pair['prompt']}\n{pair['chosen']}", cfg.decontam_n)
+    clean, clean_ids = [], []
+    for ex, cid in zip(rows, ids, strict=True):
+        if ngrams(_text(ex), cfg.decontam_n) & grams:
+            drop("overlaps an eval set", ex)
+        else:
+            clean.append(ex)
+            clean_ids.append(cid)
+    return clean, clean_ids

@@ -10,6 +10,7 @@ WORD = re.compile(r"\w+")
 
 
 def shingles(text: str, n: int = 3) -> set[str]:
+    """Lower-cased word n-grams of `text` (the whole text when it is shorter than n words)."""
     words = WORD.findall(text.lower())
     if len(words) < n:
         return {" ".join(words)} if words else set()
@@ -17,6 +18,7 @@ def shingles(text: str, n: int = 3) -> set[str]:
 
 
 def minhash(text: str, num_perm: int = 128) -> MinHash:
+    """MinHash signature of the word 3-gram shingles (fixed seed: reproducible clusters)."""
     m = MinHash(num_perm=num_perm, seed=1)
     for s in shingles(text):
         m.update(s.encode())
@@ -48,5 +50,6 @@ def clusters(texts: list[str], threshold: float = 0.8, num_perm: int = 128) -> l
 
 
 def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    """Word n-grams of `text`, for decontamination against eval sets."""
     words = WORD.findall(text.lower())
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}

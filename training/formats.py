@@ -1,4 +1,4 @@
-"""Instruction data formats, detected per line and normalised.
+"""Instruction data formats, detected per file and normalised.
 
 Supported (JSONL, one example per line):
 - OpenAI chat fine-tuning: {"messages": [{"role", "content"}, ...]} (optional system first)
@@ -6,7 +6,10 @@ Supported (JSONL, one example per line):
 - Alpaca:                  {"instruction": "...", "input": "...", "output": "..."}
 - preference pairs:        {"prompt": "...", "chosen": "...", "rejected": "..."}
 
-SFT examples normalise to {"messages": [...]}; preference pairs to {"prompt", "chosen",
+A file's format is the format of its first valid JSON object; every later line must have the
+same format (a mixed file is almost always a concatenation mistake). Malformed lines are
+rejected with their line number and a reason; a file whose first object matches no format is an
+error. SFT examples normalise to {"messages": [...]}; preference pairs to {"prompt", "chosen",
 "rejected"} with string values.
 """
 
@@ -24,14 +27,16 @@ ROLES = {"system", "user", "assistant"}
 
 @dataclass
 class Loaded:
-    """What a file held: normalised examples, their kind, and rejected lines with reasons."""
+    """What a file held: its format, normalised examples, and rejected lines with reasons."""
 
+    format: str | None = None  # chat, prompt_completion, alpaca or preference
     sft: list[dict[str, Any]] = field(default_factory=list)
     preference: list[dict[str, Any]] = field(default_factory=list)
     rejected: list[tuple[str, int, str]] = field(default_factory=list)  # (file, line, reason)
 
 
 def detect(record: dict[str, Any]) -> str:
+    """The format of one JSON object; ValueError naming the accepted shapes if none fits."""
     if "messages" in record:
         return "chat"
     if {"prompt", "chosen", "rejected"} <= record.keys():
@@ -52,11 +57,16 @@ def _text(value: Any, name: str) -> str:
     return value
 
 
-def normalise(record: Any) -> tuple[str, dict[str, Any]]:
-    """(kind, normalised example); kind is 'sft' or 'preference'. Raises ValueError."""
+def normalise(record: Any, expected: str | None = None) -> tuple[str, dict[str, Any]]:
+    """(kind, normalised example); kind is 'sft' or 'preference'. Raises ValueError.
+
+    With `expected` (the file's format), a record of another format is rejected.
+    """
     if not isinstance(record, dict):
         raise ValueError("each line must be a JSON object")
     kind = detect(record)
+    if expected is not None and kind != expected:
+        raise ValueError(f"line is {kind} but the file is {expected} (one format per file)")
     if kind == "chat":
         messages = record["messages"]
         if not isinstance(messages, list) or not messages:
@@ -90,7 +100,11 @@ def normalise(record: Any) -> tuple[str, dict[str, Any]]:
 
 
 def load_jsonl(path: Path) -> Loaded:
-    """Read one file; malformed lines are rejected with their line number, not fatal."""
+    """Read one file; malformed lines are rejected with their line number, not fatal.
+
+    Raises TrainingError when the file is missing, not UTF-8, or its first JSON object matches
+    no known format (the whole file would be rejected: say so at once).
+    """
     if not path.is_file():
         raise TrainingError(f"{path} does not exist", "file_not_found", 404)
     out = Loaded()
@@ -102,10 +116,19 @@ def load_jsonl(path: Path) -> Loaded:
         if not line.strip():
             continue
         try:
-            kind, example = normalise(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError as exc:
             out.rejected.append((str(path), lineno, f"invalid JSON: {exc.msg}"))
             continue
+        if out.format is None and isinstance(record, dict):
+            try:
+                out.format = detect(record)
+            except ValueError as exc:
+                raise TrainingError(
+                    f"{path}:{lineno}: {exc}; got keys {sorted(record)}", "unknown_format"
+                ) from None
+        try:
+            kind, example = normalise(record, out.format)
         except ValueError as exc:
             out.rejected.append((str(path), lineno, str(exc)))
             continue
@@ -113,11 +136,35 @@ def load_jsonl(path: Path) -> Loaded:
     return out
 
 
+def rejection_summary(rejected: list[tuple[str, int, str]]) -> dict[str, int]:
+    """Rejected lines counted by reason (the part before the first colon)."""
+    counts: dict[str, int] = {}
+    for _, _, reason in rejected:
+        key = reason.split(":")[0]
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def read_examples(path: Path) -> list[dict[str, Any]]:
+    """A prepared split file; any malformed line is an error naming its line number."""
+    loaded = load_jsonl(path)
+    if loaded.rejected:
+        file, line, reason = loaded.rejected[0]
+        raise TrainingError(
+            f"{file}:{line}: {reason} ({len(loaded.rejected)} bad lines): prepare the data with "
+            "`loraplex data prepare`",
+            "invalid_dataset",
+        )
+    return loaded.sft or loaded.preference
+
+
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    """One JSON object per line, UTF-8."""
     with path.open("w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every line of a JSONL file, parsed (no validation)."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -22,6 +22,7 @@ PHONE = re.compile(
 
 
 def luhn_ok(number: str) -> bool:
+    """Whether the digits of `number` (13-19 of them) pass the Luhn check of card numbers."""
     digits = [int(d) for d in number if d.isdigit()]
     if not 13 <= len(digits) <= 19:
         return False
@@ -36,6 +37,7 @@ def luhn_ok(number: str) -> bool:
 
 
 def iban_ok(candidate: str) -> bool:
+    """Whether `candidate` passes the ISO 13616 mod-97 check (spaces ignored)."""
     s = candidate.replace(" ", "")
     if not 15 <= len(s) <= 34:
         return False

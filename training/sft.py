@@ -1,8 +1,11 @@
 """Supervised fine-tuning with LoRA or QLoRA via TRL's SFTTrainer, and the shared run plumbing.
 
-Examples become conversational prompt/completion pairs (the last assistant turn is the
-completion), so TRL applies the model's own chat template (the one vLLM serves with) and puts
-the loss on the assistant's answer only.
+TRL's SFTTrainer rather than a bare transformers Trainer: it applies the tokenizer's chat
+template, masks the prompt out of the loss, packs, and wraps the model with PEFT, which would
+otherwise be code of our own. Examples become conversational prompt/completion pairs (the last
+assistant turn is the completion), so TRL renders them with the model's own chat template (the
+one vLLM serves with) and `completion_only_loss` puts the loss on the assistant's answer only.
+`assistant_only_loss` would need `{% generation %}` markers that SmolLM2's template lacks.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 
 from training.config import TrainConfig
 from training.errors import TrainingError
-from training.formats import read_jsonl
+from training.formats import read_examples
 from training.report import losses, plot_losses, write_report
 
 ADAPTER = "adapter"
@@ -24,11 +27,14 @@ ADAPTER = "adapter"
 
 @dataclass
 class RunResult:
+    """Where the adapter was written and the run's report (also in report.json)."""
+
     adapter_dir: Path
     report: dict[str, Any]
 
 
 def check_base(cfg: TrainConfig) -> None:
+    """Fail before loading anything when the base model directory is missing."""
     if not (cfg.base_model_dir / "config.json").is_file():
         raise TrainingError(
             f"base model {cfg.base_model_dir} does not exist (no config.json): run "
@@ -70,6 +76,7 @@ def load_base(cfg: TrainConfig) -> tuple[Any, Any]:
 
 
 def lora_config(cfg: TrainConfig) -> Any:
+    """The peft LoraConfig: no modules_to_save, which vLLM would reject."""
     from peft import LoraConfig
 
     return LoraConfig(
@@ -82,6 +89,7 @@ def lora_config(cfg: TrainConfig) -> Any:
 
 
 def common_args(cfg: TrainConfig, out_dir: Path, has_eval: bool, progress: bool) -> dict[str, Any]:
+    """TrainingArguments shared by SFT and DPO: float32, eval/save grid, seeds, progress bar."""
     import torch
 
     steps = cfg.eval_steps
@@ -119,23 +127,33 @@ def common_args(cfg: TrainConfig, out_dir: Path, has_eval: bool, progress: bool)
 
 
 def to_prompt_completion(example: dict[str, Any]) -> dict[str, Any]:
+    """Chat example to conversational prompt (all turns before the last answer) + completion."""
     msgs = example["messages"]
     last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
     return {"prompt": msgs[:last], "completion": [msgs[last]]}
 
 
 def load_split(data_dir: Path, name: str) -> list[dict[str, Any]]:
+    """Rows of data_dir/NAME.jsonl ([] if absent); a malformed line is a TrainingError."""
     path = Path(data_dir) / f"{name}.jsonl"
-    return read_jsonl(path) if path.is_file() else []
+    return read_examples(path) if path.is_file() else []
 
 
 def resume_point(out_dir: Path, resume: bool) -> str | None:
+    """The last checkpoint under out_dir/checkpoints when resuming, else None."""
     if not resume:
         return None
-    from transformers.trainer_utils import get_last_checkpoint
-
-    ckpts = out_dir / "checkpoints"
-    return get_last_checkpoint(str(ckpts)) if ckpts.is_dir() else None
+    ckpts = Path(out_dir) / "checkpoints"
+    # Trainer names them checkpoint-<global step>; the highest step is the latest.
+    found = [p for p in ckpts.glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()]
+    last = str(max(found, key=lambda p: int(p.name[11:]))) if found else None
+    if last is None:
+        raise TrainingError(
+            f"--resume: no checkpoint in {ckpts}; run without --resume to start afresh",
+            "no_checkpoint",
+            404,
+        )
+    return last
 
 
 def train_sft(cfg: TrainConfig, data_dir: Path, out_dir: Path, *, resume: bool = False,
@@ -168,37 +186,55 @@ def train_sft(cfg: TrainConfig, data_dir: Path, out_dir: Path, *, resume: bool =
     return finish(trainer, cfg, data_dir, out_dir, "sft", resume, train_rows)
 
 
+def save_adapter(model: Any, final: Path, base_model_name: str) -> Path:
+    """Write the PEFT adapter to a temp dir, fix its base name, then rename it into place.
+
+    An interrupted save leaves only the hidden temp dir (removed by the next run), never a
+    half-written adapter directory.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}-tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    adapter_cfg = json.loads((tmp / "adapter_config.json").read_text())
+    # vLLM matches adapters to the served name, not to the local directory trained from.
+    adapter_cfg["base_model_name_or_path"] = base_model_name
+    if adapter_cfg.get("modules_to_save"):
+        raise TrainingError("the adapter saves modules_to_save, which vLLM rejects", "bad_adapter")
+    (tmp / "adapter_config.json").write_text(json.dumps(adapter_cfg, indent=2))
+    old = final.with_name(f".{final.name}-old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
 def finish(trainer: Any, cfg: TrainConfig, data_dir: Path, out_dir: Path, method: str,
            resume: bool, train_rows: list[dict[str, Any]]) -> RunResult:  # fmt: skip
     """Train (resuming if asked), then write the adapter atomically plus report, plot, exemplars."""
+    checkpoint = resume_point(out_dir, resume)
     first_val = None
-    if trainer.eval_dataset is not None and not resume:
+    if trainer.eval_dataset is not None and checkpoint is None:
+        # Step-0 validation loss: the baseline the curve and the report compare against.
         first_val = float(trainer.evaluate()["eval_loss"])
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume_point(out_dir, resume))
+    trainer.train(resume_from_checkpoint=checkpoint)
     wall = time.perf_counter() - started
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".{ADAPTER}-tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(tmp)
-    adapter_cfg = json.loads((tmp / "adapter_config.json").read_text())
-    adapter_cfg["base_model_name_or_path"] = cfg.base_model_name
-    (tmp / "adapter_config.json").write_text(json.dumps(adapter_cfg, indent=2))
-    final = out_dir / ADAPTER
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    final = save_adapter(trainer.model, out_dir / ADAPTER, cfg.base_model_name)
     train_loss, val_loss = losses(trainer.state.log_history)
     if first_val is not None:
         val_loss = [(0, first_val), *val_loss]
     plot_losses(train_loss, val_loss, out_dir / "loss.png", f"{method} on {cfg.base_model_name}")
-    manifest = Path(data_dir) / "manifest.json"
+    manifest_path = Path(data_dir) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     tokens = int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0)
     report = {
         "method": method,
         "config": cfg.to_dict(),
-        "dataset_digest": json.loads(manifest.read_text())["dataset_digest"]
-        if manifest.is_file()
-        else None,
+        "dataset_digest": manifest.get("dataset_digest"),
+        "data": {k: v.get("sha256") for k, v in manifest.get("splits", {}).items()},
         "steps": trainer.state.global_step,
         "wall_s": round(wall, 1),
         "tokens_seen": tokens,

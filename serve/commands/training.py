@@ -38,7 +38,13 @@ def prepare(
     dedup_threshold: Annotated[
         float, typer.Option(help="MinHash Jaccard for near-duplicates; 1.0 = exact only.")
     ] = 0.8,
+    near_duplicates: Annotated[
+        str, typer.Option(help="drop (keep one per cluster) or keep_together (same split).")
+    ] = "drop",
     pii: Annotated[str, typer.Option(help="redact, drop or keep personal data.")] = "redact",
+    decontam_n: Annotated[
+        int, typer.Option(help="Word n-gram length that marks overlap with an eval set.")
+    ] = 8,
     mix: Annotated[
         Path | None, typer.Option(help="General instruction JSONL mixed into train.")
     ] = None,
@@ -49,8 +55,17 @@ def prepare(
 ) -> None:
     """Validate, dedupe, redact PII, filter, split and decontaminate instruction data.
 
-    Writes train/validation/test.jsonl, manifest.json (digests, lineage) and report.md
-    (what was removed and why).
+    Accepts OpenAI chat JSONL, prompt/completion, Alpaca and preference pairs (one format per
+    file). Writes train/validation/test.jsonl, manifest.json (digests, lineage) and report.md
+    (what was removed and why), all or nothing.
+
+    Examples:
+
+        loraplex data prepare raw.jsonl --out datasets/support
+
+        loraplex data prepare a.jsonl b.jsonl --out ds --eval-set bench.jsonl --pii drop
+
+        loraplex data prepare raw.jsonl --out ds --mix general.jsonl --mix-ratio 0.2
     """
     from training.curation import PrepareConfig
     from training.curation import prepare as run
@@ -58,6 +73,7 @@ def prepare(
 
     try:
         cfg = PrepareConfig(dedup_threshold=dedup_threshold, pii=pii, mix_ratio=mix_ratio,  # type: ignore[arg-type]
+                            near_duplicates=near_duplicates, decontam_n=decontam_n,  # type: ignore[arg-type]
                             validation_fraction=val_fraction, test_fraction=test_fraction, seed=seed)  # fmt: skip
         manifest = run(inputs, out, cfg, eval_sets=eval_set, mix=mix)
     except TrainingError as exc:
@@ -92,6 +108,10 @@ def train(
     sweep: Annotated[
         bool, typer.Option(help="Grid over rank x lr; best by validation loss.")
     ] = False,
+    sweep_ranks: Annotated[str, typer.Option(help="Sweep ranks, comma-separated.")] = "4,8,16",
+    sweep_lrs: Annotated[
+        str, typer.Option(help="Sweep learning rates, comma-separated.")
+    ] = "1e-4,2e-4,5e-4",
     register: Annotated[
         str | None, typer.Option(help="Register the adapter under this name.")
     ] = None,
@@ -104,6 +124,19 @@ def train(
 
     Loss is on assistant answers only, with the model's own chat template. Validation loss is
     tracked, the best checkpoint kept, early stopping on; a loss curve and a report are written.
+    Flags override the --config YAML, which overrides the defaults.
+
+    Examples:
+
+        loraplex train --data datasets/support --out runs/support
+
+        loraplex train --data ds --out runs/q --qlora --max-steps 50 --rank 16
+
+        loraplex train --data ds --out runs/s --resume          # after an interruption
+
+        loraplex train --data ds --out runs/sw --sweep --sweep-ranks 4,8 --sweep-lrs 2e-4,5e-4
+
+        loraplex train --data ds --out runs/s --register support --tenant acme
     """
     from serve.cli import load_settings
     from training.config import TrainConfig
@@ -118,25 +151,28 @@ def train(
     }
     try:
         if config is not None:
-            cfg = TrainConfig.from_yaml(config, **overrides)
+            cfg = TrainConfig.from_yaml(config, defaults=defaults, **overrides)
         else:
             cfg = TrainConfig(**defaults, **{k: v for k, v in overrides.items() if v is not None})
         if cfg.rank > settings.vllm_max_lora_rank:
             raise TrainingError(f"rank {cfg.rank} is above the server's max LoRA rank "
                                 f"{settings.vllm_max_lora_rank}", "invalid_config")  # fmt: skip
         if sweep:
+            from training.sweep import results_table
             from training.sweep import sweep as run_sweep
 
-            summary = run_sweep(
-                cfg, data, out, ranks=[4, 8, 16], lrs=[1e-4, 2e-4, 5e-4], progress=True
-            )
-            table = Table("rank", "lr", "best val loss", "run")
-            for r in summary["runs"]:
-                mark = " *" if r is summary["best"] else ""
-                table.add_row(
-                    str(r["rank"]), f"{r['lr']:g}", f"{r['best_val_loss']}{mark}", r["dir"]
-                )
-            Console().print(table)
+            try:
+                ranks = [int(r) for r in sweep_ranks.split(",") if r.strip()]
+                lrs = [float(x) for x in sweep_lrs.split(",") if x.strip()]
+            except ValueError:
+                raise TrainingError("--sweep-ranks takes integers and --sweep-lrs numbers, "
+                                    "comma-separated (e.g. 4,8 and 1e-4,5e-4)", "invalid_config") from None  # fmt: skip
+            if max(ranks, default=0) > settings.vllm_max_lora_rank:
+                raise TrainingError(f"sweep rank {max(ranks)} is above the server's max LoRA rank "
+                                    f"{settings.vllm_max_lora_rank}", "invalid_config")  # fmt: skip
+            summary = run_sweep(cfg, data, out, ranks=ranks, lrs=lrs, progress=True)
+            Console().print(results_table(summary))
+            err.print(f"sweep results: {out / 'sweep.json'}")
             out = Path(summary["best"]["dir"])
             result_dir = out / "adapter"
         else:

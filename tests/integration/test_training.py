@@ -117,11 +117,12 @@ def test_resume_continues_from_the_checkpoint(model_dir, tmp_path) -> None:
     first = TrainConfig(base_model_dir=model_dir, max_steps=2, save_steps=1, **SMALL)
     before = train_sft(first, data, tmp_path / "run", progress=False)
     assert (tmp_path / "run" / "checkpoints" / "checkpoint-2").is_dir()
-    second = TrainConfig(base_model_dir=model_dir, max_steps=3, save_steps=1, **SMALL)
+    second = TrainConfig(base_model_dir=model_dir, max_steps=4, save_steps=1, **SMALL)
     resumed = train_sft(second, data, tmp_path / "run", resume=True, progress=False)
-    assert resumed.report["steps"] == 3
-    # Steps 1-2 come back from the checkpoint's state, identical; only step 3 is new.
-    assert [s for s, _ in resumed.report["train_loss"]] == [1, 2, 3]
+    assert resumed.report["steps"] == 4
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-4").is_dir()
+    # Steps 1-2 come back from the checkpoint's state, identical; only steps 3-4 are new.
+    assert [s for s, _ in resumed.report["train_loss"]] == [1, 2, 3, 4]
     assert resumed.report["train_loss"][:2] == before.report["train_loss"]
 
 

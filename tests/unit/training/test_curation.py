@@ -2,84 +2,41 @@ import json
 
 import pytest
 
-from training.config import TrainConfig
-from training.curation import PrepareConfig, prepare, quality_problem
+from training.curation import PrepareConfig, prepare, quality_problem, split_by_cluster
 from training.dedup import clusters
 from training.errors import TrainingError
-from training.formats import load_jsonl, normalise, read_jsonl
-from training.pii import iban_ok, luhn_ok, redact
+from training.formats import read_jsonl
+from training.manifest import sha256_file
 
 
 def chat(q, a):
     return {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
 
 
-def write(path, rows):
-    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
-    return path
-
-
-def test_formats_normalise_to_chat() -> None:
-    assert normalise({"prompt": "p", "completion": "c"}) == ("sft", chat("p", "c"))
-    assert normalise({"instruction": "i", "input": "x", "output": "o"}) == (
-        "sft",
-        chat("i\n\nx", "o"),
-    )
-    assert normalise({"instruction": "i", "output": "o"})[1] == chat("i", "o")
-    kind, pair = normalise({"prompt": "p", "chosen": "a", "rejected": "b"})
-    assert kind == "preference" and pair == {"prompt": "p", "chosen": "a", "rejected": "b"}
-    sys_chat = {"messages": [{"role": "system", "content": "s"}, *chat("q", "a")["messages"]]}
-    assert normalise(sys_chat)[1] == sys_chat
-
-
-def test_bad_lines_are_rejected_with_line_numbers(tmp_path) -> None:
-    path = write(tmp_path / "d.jsonl", [chat("q", "a"), "{not json", {"foo": 1},
-                                        {"messages": [{"role": "wizard", "content": "x"}]},
-                                        {"prompt": 3, "completion": "x"}])  # fmt: skip
-    loaded = load_jsonl(path)
-    assert len(loaded.sft) == 1
-    assert [(line, reason.split(":")[0]) for _, line, reason in loaded.rejected] == [
-        (2, "invalid JSON"), (3, "unknown format"), (4, "message 0 needs a role in ['assistant', 'system', 'user']"),
-        (5, "'prompt' must be a string")]  # fmt: skip
-
-
-@pytest.mark.parametrize(
-    ("text", "kind"),
-    [("write to bob.smith@example.org now", "email"), ("card 4111 1111 1111 1111", "card"),
-     ("call +44 20 7946 0958", "phone"), ("ssn 123-45-6789", "national_id"),
-     ("from 10.0.0.12", "ipv4"), ("addr 2001:db8::8a2e:370:7334", "ipv6"),
-     ("pay GB82 WEST 1234 5698 7654 32", "iban")],
-)  # fmt: skip
-def test_pii_kinds_are_found_and_redacted(text, kind) -> None:
-    out, counts = redact(text)
-    assert counts == {kind: 1} and f"[{kind.upper()}]" in out
-
-
-def test_pii_checksums_avoid_false_positives() -> None:
-    for text in ["card 4111 1111 1111 1112", "iban GB82 WEST 1234 5698 7654 33", "ip 999.1.1.1",
-                 "order 12345 shipped", "at 12:30:45 today", "version 1.2.3.4.5"]:  # fmt: skip
-        assert redact(text) == (text, {}), text
-    assert luhn_ok("4111111111111111") and not luhn_ok("4111111111111112")
-    assert iban_ok("DE89370400440532013000") and not iban_ok("DE89370400440532013001")
+def distinct(i):
+    """Examples whose word 3-grams share nothing with each other."""
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+    return chat(f"Question {i} {words[i % 8]} zz{i} topic{i * 7}?", f"Answer{i} is v{i * 3} w{i}.")
 
 
 def test_quality_filters() -> None:
     cfg = PrepareConfig()
     assert quality_problem(chat("q", ""), cfg) == "empty answer"
+    assert quality_problem(chat("q", "   "), cfg) == "empty answer"
     assert quality_problem(chat("q", "and then it was..."), cfg) == "truncated answer"
-    assert (
-        quality_problem(
-            chat("Tell me about the weather today", "Tell me about the weather today"), cfg
-        )
-        == "answer repeats the prompt"
-    )
-    assert (
-        quality_problem(
-            {"messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}]},
-            cfg,
-        )
-        == "wrong role order"
-    )
+    assert quality_problem(chat("q", "```python\nprint(1)"), cfg) == "truncated answer"
+    same = "Tell me about the weather today"
+    assert quality_problem(chat(same, same), cfg) == "answer repeats the prompt"
+    assert quality_problem(chat(same, same + " ok"), cfg) == "answer repeats the prompt"
+    swapped = {
+        "messages": [{"role": "assistant", "content": "a"}, {"role": "user", "content": "q"}]
+    }
+    assert quality_problem(swapped, cfg) == "wrong role order"
+    two_users = {"messages": [{"role": "user", "content": "q"}, {"role": "user", "content": "q2"},
+                              {"role": "assistant", "content": "a"}]}  # fmt: skip
+    assert quality_problem(two_users, cfg) == "wrong role order"
+    late_system = {"messages": [*chat("q", "a")["messages"], {"role": "system", "content": "s"}]}
+    assert quality_problem(late_system, cfg) == "wrong role order"
     assert quality_problem(chat("q", "x" * 20000), cfg) == "too long"
     assert quality_problem(chat("What is 2+2?", "4"), cfg) is None
 
@@ -87,68 +44,139 @@ def test_quality_filters() -> None:
 def test_near_duplicates_cluster() -> None:
     texts = ["the quick brown fox jumps over the lazy dog near the river bank today",
              "the quick brown fox jumps over the lazy dog near the river bank today!",
-             "completely different sentence about databases and indexes and queries"]  # fmt: skip
+             "completely different sentence about databases and indexes and queries",
+             "the quick brown fox jumps over the lazy dog near the river bank, today"]  # fmt: skip
     ids = clusters(texts, threshold=0.8)
-    assert ids[0] == ids[1] != ids[2]
+    assert ids[0] == ids[1] == ids[3] != ids[2]
+    assert clusters(texts, threshold=1.0) == [0, 1, 2, 3]  # near-dup search off
 
 
-def test_prepare_end_to_end(tmp_path) -> None:
-    rows = [
-        chat(f"Question number {i} about topic {i * 7}?", f"Answer {i}: the value is {i * 3}.")
-        for i in range(40)
-    ]
+def test_split_keeps_each_cluster_on_one_side() -> None:
+    examples = [distinct(i) for i in range(30)]
+    cluster_ids = [i // 3 for i in range(30)]  # ten clusters of three
+    splits = split_by_cluster(examples, cluster_ids, PrepareConfig(seed=7))
+    side = {}
+    for name, rows in splits.items():
+        for row in rows:
+            side[examples.index(row) // 3] = side.get(examples.index(row) // 3, set()) | {name}
+    assert all(len(s) == 1 for s in side.values())
+    assert [len(splits[s]) for s in ("train", "validation", "test")] == [24, 3, 3]
+    again = split_by_cluster(examples, cluster_ids, PrepareConfig(seed=7))
+    assert again == splits  # seeded
+
+
+def test_near_duplicates_never_straddle_splits_when_kept(tmp_path, write_rows) -> None:
+    base = [chat(f"Please summarise report number {i} about the {w} project budget for this quarter",
+                 f"Report {i}: the {w} project is on budget with {i} items left to review.")
+            for i, w in enumerate(["apollo", "borealis", "cygnus", "draco", "eridanus", "fornax",
+                                   "gemini", "hydra", "indus", "lyra"])]  # fmt: skip
+    variants = [chat(m["messages"][0]["content"] + "!", m["messages"][1]["content"]) for m in base]
+    manifest = prepare([write_rows(tmp_path / "raw.jsonl", base + variants)], tmp_path / "out",
+                       PrepareConfig(near_duplicates="keep_together", validation_fraction=0.2,
+                                     test_fraction=0.2, seed=3))  # fmt: skip
+    assert manifest["removed"] == {}
+    where = {}
+    for split in ("train", "validation", "test"):
+        for row in read_jsonl(tmp_path / "out" / f"{split}.jsonl"):
+            where.setdefault(row["messages"][1]["content"], set()).add(split)
+    assert len(where) == 10 and all(len(s) == 1 for s in where.values())
+    assert {s for sides in where.values() for s in sides} == {"train", "validation", "test"}
+
+
+def test_prepare_end_to_end(tmp_path, write_rows) -> None:
+    rows = [distinct(i) for i in range(40)]
     rows += [
         rows[0],
-        chat("Question number 1 about topic 7?!", "Answer 1: the value is 3."),
-    ]  # dupes
-    rows += [chat("Email me at jo@example.com please", "Sure, noted."), chat("q", "")]
-    rows += ["{broken", {"prompt": "Prefer?", "chosen": "Yes.", "rejected": "No."}]
-    evalset = write(
-        tmp_path / "eval.jsonl",
-        [chat("Question number 5 about topic 35?", "Answer 5: the value is 15.")],
+        chat(rows[1]["messages"][0]["content"] + "!", rows[1]["messages"][1]["content"]),
+    ]
+    rows += [chat("Email me at jo@example.com please", "Sure, noted."), chat("q", ""), "{broken"]
+    prefs = write_rows(
+        tmp_path / "prefs.jsonl", [{"prompt": "Prefer?", "chosen": "Yes.", "rejected": "No."}]
     )
-    manifest = prepare([write(tmp_path / "raw.jsonl", rows)], tmp_path / "out",
-                       PrepareConfig(decontam_n=5), eval_sets=[evalset])  # fmt: skip
+    evalset = write_rows(tmp_path / "eval.jsonl", [distinct(5)])
+    raw = write_rows(tmp_path / "raw.jsonl", rows)
+    manifest = prepare([raw, prefs], tmp_path / "out", PrepareConfig(decontam_n=4, dedup_threshold=0.7),
+                       eval_sets=[evalset])  # fmt: skip
     out = tmp_path / "out"
     assert manifest["removed"] == {"exact duplicate": 1, "near duplicate": 1, "empty answer": 1,
                                    "overlaps an eval set": 1}  # fmt: skip
     assert manifest["rejected_lines"] == 1 and manifest["pii_found"] == {"email": 1}
     counts = {k: v["count"] for k, v in manifest["splits"].items()}
-    assert (
-        counts["preference"] == 1 and sum(counts[s] for s in ("train", "validation", "test")) == 40
-    )
+    assert counts == {"train": 32, "validation": 4, "test": 4, "preference": 1}
     texts = {
         s: {json.dumps(r) for r in read_jsonl(out / f"{s}.jsonl")}
         for s in ("train", "validation", "test")
     }
     assert not (texts["train"] & texts["test"]) and not (texts["train"] & texts["validation"])
-    assert (
-        "[EMAIL]"
-        in (out / "train.jsonl").read_text()
-        + (out / "validation.jsonl").read_text()
-        + (out / "test.jsonl").read_text()
-    )
-    assert "near duplicate" in (out / "report.md").read_text()
-    assert len(manifest["dataset_digest"]) == 64 and manifest["sources"][0]["sha256"]
+    all_text = "".join((out / f"{s}.jsonl").read_text() for s in ("train", "validation", "test"))
+    assert "[EMAIL]" in all_text and "jo@example.com" not in all_text
+    for name, info in manifest["splits"].items():
+        assert info["sha256"] == sha256_file(out / f"{name}.jsonl")
+    assert [s["sha256"] for s in manifest["sources"]] == [sha256_file(raw), sha256_file(prefs)]
+    assert manifest["eval_sets"][0]["sha256"] == sha256_file(evalset)
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    report = (out / "report.md").read_text()
+    assert "near duplicate" in report and "raw.jsonl:45: invalid JSON" in report
+    assert json.loads((out / "report.json").read_text())["removed"]["empty answer"] == 1
+    assert len(manifest["dataset_digest"]) == 64
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "eval.jsonl",
+        "out",
+        "prefs.jsonl",
+        "raw.jsonl",
+    ]
 
 
-def test_nothing_left_is_an_error_and_writes_nothing(tmp_path) -> None:
+def test_pii_drop_mode_and_keep_mode(tmp_path, write_rows) -> None:
+    rows = [distinct(i) for i in range(6)] + [
+        chat("My card is 4111 1111 1111 1111", "Thanks, noted it.")
+    ]
+    raw = write_rows(tmp_path / "raw.jsonl", rows)
+    dropped = prepare([raw], tmp_path / "a", PrepareConfig(pii="drop"))
+    assert dropped["removed"] == {"contains personal data": 1} and dropped["pii_found"] == {
+        "card": 1
+    }
+    kept = prepare([raw], tmp_path / "b", PrepareConfig(pii="keep"))
+    assert kept["pii_found"] == {} and sum(v["count"] for v in kept["splits"].values()) == 7
+
+
+def test_mixing_general_examples_into_train_only(tmp_path, write_rows) -> None:
+    raw = write_rows(tmp_path / "raw.jsonl", [distinct(i) for i in range(20)])
+    general = write_rows(tmp_path / "general.jsonl",
+                         [{"instruction": f"General task g{i} kappa{i}", "output": f"Done g{i}."} for i in range(50)])  # fmt: skip
+    manifest = prepare([raw], tmp_path / "out", PrepareConfig(mix_ratio=0.5), mix=general)
+    assert manifest["splits"]["train"]["count"] == 16 + 8 and manifest["mix"]["examples"] == 8
+    held_out = (tmp_path / "out" / "validation.jsonl").read_text() + (
+        tmp_path / "out" / "test.jsonl"
+    ).read_text()
+    assert "General task" not in held_out
+
+
+def test_failure_leaves_the_previous_output_untouched(tmp_path, write_rows) -> None:
+    good = write_rows(tmp_path / "good.jsonl", [distinct(i) for i in range(6)])
+    first = prepare([good], tmp_path / "out")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    bad = write_rows(tmp_path / "bad.jsonl", [chat("q", ""), "{bad"])
+    with pytest.raises(TrainingError, match="no examples left") as err:
+        prepare([bad], tmp_path / "out")
+    assert err.value.code == "empty_dataset"
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "good.jsonl", "out"]
+    assert first["splits"]["train"]["count"] == 5
+
+
+def test_nothing_left_is_an_error_and_writes_nothing(tmp_path, write_rows) -> None:
     with pytest.raises(TrainingError, match="no examples left"):
-        prepare([write(tmp_path / "raw.jsonl", [chat("q", ""), "{bad"])], tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+        prepare([write_rows(tmp_path / "raw.jsonl", [chat("q", ""), "{bad"])], tmp_path / "out")
     assert [p.name for p in tmp_path.iterdir()] == ["raw.jsonl"]
 
 
-def test_config_values_are_checked(tmp_path) -> None:
-    for bad in ({"rank": 0}, {"learning_rate": 5}, {"dropout": 1.5}, {"scheduler": "zigzag"},
-                {"target_modules": ["lm_head"]}, {"batch_size": 0}):  # fmt: skip
-        with pytest.raises(TrainingError):
-            TrainConfig(**bad)
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text("rank: 4\nlearning_rate: 0.001\n")
-    assert TrainConfig.from_yaml(cfg, rank=8).rank == 8
-    cfg.write_text("rnak: 4\n")
-    with pytest.raises(TrainingError, match="unknown config keys"):
-        TrainConfig.from_yaml(cfg)
-    with pytest.raises(TrainingError):
-        PrepareConfig(dedup_threshold=0)
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [({"dedup_threshold": 0}, "dedup_threshold"), ({"pii": "mask"}, "pii must be"),
+     ({"validation_fraction": 0.6, "test_fraction": 0.5}, "below 1"), ({"decontam_n": 2}, "decontam_n"),
+     ({"mix_ratio": 2}, "mix_ratio"), ({"near_duplicates": "merge"}, "near_duplicates")],
+)  # fmt: skip
+def test_prepare_config_is_checked(bad, message) -> None:
+    with pytest.raises(TrainingError, match=message):
+        PrepareConfig(**bad)

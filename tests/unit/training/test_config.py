@@ -1,0 +1,124 @@
+import json
+
+import pytest
+
+from training.config import ALL_LINEAR, TrainConfig
+from training.errors import TrainingError
+from training.evaluate import Gates, decide
+from training.sft import resume_point, save_adapter, to_prompt_completion
+from training.sweep import results_table
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [({"rank": 0}, "rank must be 1..256, got 0"), ({"learning_rate": 5}, "learning_rate must be in"),
+     ({"dropout": 1.5}, "dropout must be in"), ({"scheduler": "zigzag"}, "scheduler must be"),
+     ({"target_modules": ["lm_head"]}, "cannot be served by vLLM"), ({"batch_size": 0}, "batch_size"),
+     ({"max_length": 8}, "max_length"), ({"epochs": 0}, "epochs"), ({"max_steps": 0}, "max_steps"),
+     ({"warmup_ratio": 1.0}, "warmup_ratio"), ({"grad_accum": 0}, "grad_accum"), ({"eval_steps": 0}, "eval_steps")],
+)  # fmt: skip
+def test_config_values_are_checked(bad, message) -> None:
+    with pytest.raises(TrainingError, match=message) as err:
+        TrainConfig(**bad)
+    assert err.value.code == "invalid_config" and err.value.status_code == 400
+
+
+def test_defaults_target_all_linear_projections_and_fields_carry_help() -> None:
+    from dataclasses import fields
+
+    cfg = TrainConfig()
+    assert cfg.target_modules == ALL_LINEAR and cfg.rank == 8 and not cfg.qlora
+    assert all(f.metadata.get("help") for f in fields(TrainConfig))
+
+
+def test_yaml_layers_defaults_file_and_flags(tmp_path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("rank: 4\nlearning_rate: 0.001\nqlora: true\n")
+    loaded = TrainConfig.from_yaml(cfg, defaults={"rank": 2, "seed": 9}, rank=8, epochs=None)
+    assert (loaded.rank, loaded.learning_rate, loaded.qlora, loaded.seed) == (8, 0.001, True, 9)
+    assert json.loads(json.dumps(loaded.to_dict()))["base_model_dir"] == str(loaded.base_model_dir)
+    cfg.write_text("rnak: 4\n")
+    with pytest.raises(TrainingError, match=r"unknown config keys \['rnak'\]"):
+        TrainConfig.from_yaml(cfg)
+    cfg.write_text("- 1\n- 2\n")
+    with pytest.raises(TrainingError, match="must be a mapping"):
+        TrainConfig.from_yaml(cfg)
+    cfg.write_text("rank: [\n")
+    with pytest.raises(TrainingError, match="cannot read config"):
+        TrainConfig.from_yaml(cfg)
+
+
+def test_last_assistant_turn_is_the_completion() -> None:
+    msgs = [{"role": "system", "content": "s"}, {"role": "user", "content": "a"},
+            {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"},
+            {"role": "assistant", "content": "d"}]  # fmt: skip
+    assert to_prompt_completion({"messages": msgs}) == {"prompt": msgs[:4], "completion": msgs[4:]}
+
+
+def test_resume_without_a_checkpoint_says_so(tmp_path) -> None:
+    assert resume_point(tmp_path, False) is None
+    with pytest.raises(TrainingError, match="no checkpoint") as err:
+        resume_point(tmp_path, True)
+    assert err.value.code == "no_checkpoint"
+    for step in (3, 10, 9):
+        (tmp_path / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
+    assert resume_point(tmp_path, True).endswith("checkpoint-10")
+
+
+class FakeModel:
+    def __init__(self, fail: bool = False, extra: dict | None = None) -> None:
+        self.fail, self.extra = fail, extra or {}
+
+    def save_pretrained(self, path) -> None:
+        path.mkdir(parents=True)
+        (path / "adapter_config.json").write_text(
+            json.dumps({"base_model_name_or_path": "/tmp/x", **self.extra})
+        )
+        if self.fail:
+            raise KeyboardInterrupt
+        (path / "adapter_model.safetensors").write_bytes(b"weights")
+
+
+def test_adapter_is_written_atomically_with_the_served_base_name(tmp_path) -> None:
+    final = save_adapter(FakeModel(), tmp_path / "adapter", "SmolLM2-135M-Instruct")
+    assert (
+        json.loads((final / "adapter_config.json").read_text())["base_model_name_or_path"]
+        == "SmolLM2-135M-Instruct"
+    )
+    with pytest.raises(KeyboardInterrupt):
+        save_adapter(FakeModel(fail=True), tmp_path / "adapter", "SmolLM2-135M-Instruct")
+    assert (
+        tmp_path / "adapter" / "adapter_model.safetensors"
+    ).read_bytes() == b"weights"  # old one intact
+    with pytest.raises(TrainingError, match="modules_to_save"):
+        save_adapter(FakeModel(extra={"modules_to_save": ["lm_head"]}), tmp_path / "b", "base")
+    assert not (tmp_path / "b").exists()
+
+
+def test_gates_need_one_task_win_and_no_forgetting() -> None:
+    gates = Gates(min_loss_improvement=0.05, min_json_gain=0.1, max_general_regression=0.1)
+    base = {"loss": 2.0, "json_valid": 0.0, "general_loss": 1.0}
+    assert decide(base, {"loss": 1.0, "json_valid": 0.9, "general_loss": 1.05}, gates)[1]
+    assert decide(base, {"loss": 2.1, "json_valid": 0.5, "general_loss": 1.0}, gates)[
+        1
+    ]  # JSON wins
+    assert decide(base, {"loss": 1.5, "json_valid": 0.05, "general_loss": 1.0}, gates)[
+        1
+    ]  # loss wins
+    checks, go = decide(base, {"loss": 1.99, "json_valid": 0.05, "general_loss": 1.0}, gates)
+    assert not go and checks == {"task loss improves": False, "JSON compliance improves": False,
+                                 "no forgetting on the general set": True}  # fmt: skip
+    checks, go = decide(base, {"loss": 1.0, "json_valid": 0.9, "general_loss": 1.2}, gates)
+    assert not go and not checks["no forgetting on the general set"]
+    assert decide({"loss": 2.0}, {"loss": 1.8}, gates) == ({"task loss improves": True}, True)
+
+
+def test_sweep_table_marks_the_best_run() -> None:
+    from rich.console import Console
+
+    runs = [{"rank": 4, "lr": 1e-4, "dir": "r4", "best_val_loss": 1.5, "last_train_loss": 1.6, "wall_s": 3.0},
+            {"rank": 8, "lr": 5e-4, "dir": "r8", "best_val_loss": 1.2, "last_train_loss": 1.1, "wall_s": 4.0}]  # fmt: skip
+    console = Console(record=True, width=120)
+    console.print(results_table({"runs": runs, "best": runs[1]}))
+    text = console.export_text()
+    assert "1.2000 *" in text and "1.5000 *" not in text
