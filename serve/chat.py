@@ -11,10 +11,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+
 from serve.engine import AdapterNotLoaded
 from serve.errors import ApiError, engine_unavailable
 from serve.protocol import ChatCompletionRequest
-from serve.router import Decision
+from serve.router import AUTO, Decision
 from serve.state import AppState
 from serve.tenants import Tenant
 
@@ -64,11 +66,19 @@ def check_limits(req: ChatCompletionRequest, state: AppState) -> None:
 async def complete(state: AppState, tenant: Tenant, req: ChatCompletionRequest) -> ChatOutcome:
     """Run one chat completion for `tenant`."""
     check_limits(req, state)
-    decision = state.router.decide(req, tenant, last_user_text(req))
+    query = last_user_text(req)
+    # Embedding a query and searching Chroma take milliseconds of CPU: off the event loop, so
+    # open streams keep flowing. A named model with no retrieval decides inline (no thread hop).
+    if req.model == AUTO or req.loraplex.route != AUTO:
+        decision = await run_in_threadpool(state.router.decide, req, tenant, query)
+    else:
+        decision = state.router.decide(req, tenant, query)
     messages = [m.model_dump(exclude_none=True) for m in req.messages]
     citations: list[dict[str, Any]] | None = None
     if decision.route in ("rag", "combined"):
-        messages, citations = _with_context(state, tenant, req, decision, messages)
+        messages, citations = await run_in_threadpool(
+            _with_context, state, tenant, req, decision, messages
+        )
     params = req.engine_params()
     if decision.adapter is not None and decision.route in ("adapter", "combined"):
         await _ensure_adapter(state, decision.adapter)

@@ -91,6 +91,11 @@ def models_pull(
     from serve.models import ModelError, pull
 
     settings = load_settings(config)
+    if settings.model_dir is not None and (settings.model_dir / "config.json").is_file():
+        # A model of the user's own: serve it as it is, never overwrite it.
+        err.print(f"using the configured model at {settings.model_dir}; nothing to pull")
+        typer.echo(str(settings.model_dir))
+        return
     try:
         path = pull(settings.resolved_model_dir, force=force, log=err.print)
     except ModelError as exc:

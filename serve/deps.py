@@ -45,7 +45,8 @@ async def get_tenant(request: Request, state: Annotated[AppState, Depends(get_st
 
 
 async def require_admin(request: Request, state: Annotated[AppState, Depends(get_state)]) -> None:
-    if not hmac.compare_digest(bearer_token(request), state.admin_key):
+    # Bytes, not str: compare_digest rejects non-ASCII str, and a header may carry any latin-1.
+    if not hmac.compare_digest(bearer_token(request).encode(), state.admin_key.encode()):
         raise ApiError(401, "This endpoint needs the admin key.", "invalid_admin_key")
     request.state.tenant = "_admin"
 

@@ -79,6 +79,12 @@ def pull(model_dir: Path, *, force: bool = False, log: Callable[[str], None] = p
     if is_prepared(model_dir) and not force:
         log(f"base model already prepared at {model_dir}")
         return model_dir
+    if model_dir.is_dir() and any(model_dir.iterdir()) and not (model_dir / MARKER).is_file():
+        # Only a directory this module wrote (it has the marker) is ever replaced.
+        raise ModelError(
+            f"{model_dir} is not empty and was not prepared by loraplex: refusing to overwrite "
+            "it. Point LORAPLEX_MODEL_DIR at an empty or new directory, or remove it yourself."
+        )
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 

@@ -28,6 +28,9 @@ class ChatMessage(BaseModel):
     def _content_present(self) -> ChatMessage:
         if self.role in ("system", "developer", "user") and self.content is None:
             raise ValueError(f"a {self.role} message needs 'content'")
+        for part in self.content if isinstance(self.content, list) else []:
+            if part.get("type") == "text" and not isinstance(part.get("text"), str):
+                raise ValueError("a content part of type 'text' needs a string 'text'")
         return self
 
     def text(self) -> str:

@@ -51,8 +51,9 @@ class Router:
         opts = req.loraplex
         policy = tenant.policy
         adapter: Any = None
+        base_allowed = policy.allow_base_model or self.base_model in policy.models
         if req.model == self.base_model:
-            if not policy.allow_base_model and self.base_model not in policy.models:
+            if not base_allowed:
                 raise model_not_found(req.model)
         elif req.model != AUTO:
             adapter = self.resolve_adapter(req.model, tenant)
@@ -97,6 +98,15 @@ class Router:
                 f"route {route!r} is not allowed for this tenant (allowed: {policy.routes})",
                 "route_not_allowed",
                 param="loraplex.route",
+            )
+        if route in ("prompt", "rag") and not base_allowed:
+            # model=auto must not become a way around a policy that withholds the base model.
+            raise ApiError(
+                403,
+                f"this tenant may not use the base model and no adapter was chosen for the "
+                f"{route!r} path: name one of your adapters in 'model' or 'loraplex.adapter'",
+                "base_model_not_allowed",
+                param="model",
             )
         if route in ("rag", "combined") and self.retrieval is None:
             raise ApiError(503, "retrieval is not configured on this gateway", "no_retrieval")

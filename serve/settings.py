@@ -7,12 +7,13 @@ Nothing else in loraplex reads the environment; the libraries (`adapters`, `retr
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
 
@@ -59,7 +60,9 @@ class Settings(BaseSettings):
     )
 
     # -- vLLM ---------------------------------------------------------------------------------
-    vllm_urls: list[str] = Field(
+    # NoDecode: pydantic-settings would parse the env value as JSON before our validator sees it,
+    # which rejects the plain comma-separated form.
+    vllm_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Already-running vLLM servers (base URLs). Empty: loraplex starts one.",
     )
@@ -88,6 +91,11 @@ class Settings(BaseSettings):
     @classmethod
     def _split_urls(cls, value: Any) -> Any:
         if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                try:
+                    return json.loads(value)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"vllm_urls is not a valid JSON list: {exc}") from None
             return [u.strip() for u in value.split(",") if u.strip()]
         return value
 

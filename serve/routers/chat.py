@@ -26,10 +26,14 @@ async def parse_chat_request(request: Request) -> ChatCompletionRequest:
         payload = json.loads(raw or b"null")
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, f"The body is not valid JSON: {exc}", "invalid_json") from None
+    except RecursionError:
+        raise ApiError(400, "The body's JSON is nested too deeply.", "invalid_json") from None
     if not isinstance(payload, dict):
         raise ApiError(400, "The body must be a JSON object.", "invalid_json")
     try:
         return ChatCompletionRequest.model_validate(payload)
+    except RecursionError:
+        raise ApiError(400, "The body's JSON is nested too deeply.", "invalid_request") from None
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])

@@ -97,6 +97,14 @@ def test_bad_input_gets_openai_errors(stack, key) -> None:
         big = {**good, "messages": [{"role": "user", "content": "x" * (2 << 20)}]}
         _error(http.post(url, json=big, headers=auth), 413, "request_too_large")
         _error(http.get(f"{stack.gateway_url}/v1/nothing-here", headers=auth), 404)
+        deep = b'{"model": "m", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        _error(http.post(url, content=deep, headers=auth), 400, "invalid_json")
+        parts = [{"role": "user", "content": [{"type": "text", "text": 123}]}]
+        _error(http.post(url, json={**good, "messages": parts}, headers=auth), 400)
+        # A key with non-ASCII bytes is just a wrong key, on tenant and admin endpoints alike.
+        odd = {"Authorization": "Bearer lpx-\xe9t\xe9".encode("latin-1")}
+        _error(http.post(url, json=good, headers=odd), 401)
+        _error(http.get(f"{stack.gateway_url}/v1/tenants", headers=odd), 401)
 
 
 def test_tenants_cannot_see_each_others_models(stack) -> None:
@@ -106,6 +114,11 @@ def test_tenants_cannot_see_each_others_models(stack) -> None:
     with pytest.raises(openai.NotFoundError):
         stack.openai(restricted).chat.completions.create(
             model=stack.settings.base_model, messages=QUESTION, max_tokens=4
+        )
+    # model=auto with no adapter to choose would be the base model: refused as well.
+    with pytest.raises(openai.PermissionDeniedError, match="base model"):
+        stack.openai(restricted).chat.completions.create(
+            model="auto", messages=QUESTION, max_tokens=4
         )
 
 

@@ -30,6 +30,8 @@ def test_max_completion_tokens_wins() -> None:
         {"messages": []},
         {"messages": [{"role": "wizard", "content": "x"}]},
         {"messages": [{"role": "user"}]},
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": 123}]}]},
+        {"messages": [{"role": "user", "content": [{"type": "text"}]}]},
         {"temperature": 3},
         {"temperature": "hot"},
         {"max_tokens": 0},

@@ -110,6 +110,11 @@ def test_policy_limits_routes_and_models() -> None:
     with pytest.raises(ApiError) as exc:
         decide(router, no_base, model="base")
     assert exc.value.code == "model_not_found"
+    # model=auto is no way around the policy: with no adapter chosen it would be the base model.
+    with pytest.raises(ApiError) as exc:
+        decide(router, no_base, text="What is the capital of France?")
+    assert (exc.value.status_code, exc.value.code) == (403, "base_model_not_allowed")
+    assert decide(router, no_base, text="Extract the person as JSON").route == "adapter"
     with pytest.raises(ApiError) as exc:
         decide(router, Tenant("globex"), model="json-extract")
     assert exc.value.status_code == 404 and "globex" not in exc.value.message

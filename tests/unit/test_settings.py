@@ -26,6 +26,8 @@ def test_vllm_urls_from_a_comma_list(monkeypatch) -> None:
     monkeypatch.setenv("LORAPLEX_VLLM_URLS", '["http://a:1/v1", "http://b:2/"]')
     assert Settings().vllm_urls == ["http://a:1", "http://b:2"]
     assert Settings(vllm_urls="http://x:1, http://y:2").vllm_urls == ["http://x:1", "http://y:2"]
+    monkeypatch.setenv("LORAPLEX_VLLM_URLS", "http://h:8100/v1,http://g:8100")
+    assert Settings().vllm_urls == ["http://h:8100", "http://g:8100"]
 
 
 @pytest.mark.parametrize(
