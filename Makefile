@@ -38,6 +38,12 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy serve adapters retrieval training
 
+# The benchmarks that need no running stack; gateway_overhead, hotswap and multi_adapter talk to
+# a stack started with `make up` in another terminal (see BENCHMARKS.md).
+bench: install model
+	HF_HUB_OFFLINE=1 ANONYMIZED_TELEMETRY=False $(PY) bench/retrieval.py
+	HF_HUB_OFFLINE=1 $(PY) bench/training.py
+
 format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .

@@ -1,4 +1,4 @@
-"""The gateway's client to vLLM: litellm's Router over every configured replica.
+"""The gateway's client to vLLM: litellm's Router over the replicas (litellm alone for one).
 
 Replicas, retries, cooldowns and fallbacks come from litellm rather than from our own code. One
 wildcard deployment per replica (`hosted_vllm/*`) lets any served name (the base model or an
@@ -40,28 +40,33 @@ class EngineClient:
     def __init__(self, urls: list[str], *, timeout_s: float, num_retries: int) -> None:
         self.urls = urls
         self.litellm = _import_litellm()
+        deployments = [
+            {
+                "model": f"{PROVIDER}/*",
+                "api_base": f"{url}/v1",
+                "api_key": "unused",
+                "timeout": timeout_s,
+                # Self-hosted: zero prices spare litellm a cost-map search per call.
+                "input_cost_per_token": 0.0,
+                "output_cost_per_token": 0.0,
+            }
+            for url in urls
+        ]
         self.router = self.litellm.Router(
-            model_list=[
-                {
-                    "model_name": f"{PROVIDER}/*",
-                    "litellm_params": {
-                        "model": f"{PROVIDER}/*",
-                        "api_base": f"{url}/v1",
-                        "api_key": "unused",
-                        "timeout": timeout_s,
-                        # Self-hosted: zero prices spare litellm a cost-map search per call.
-                        "input_cost_per_token": 0.0,
-                        "output_cost_per_token": 0.0,
-                    },
-                }
-                for url in urls
-            ],
+            model_list=[{"model_name": f"{PROVIDER}/*", "litellm_params": d} for d in deployments],
             num_retries=num_retries,
             timeout=timeout_s,
             # A replica that fails is skipped briefly; with all down we answer 503 at once.
             allowed_fails=1,
             cooldown_time=2,
         )
+        # With one replica there is nothing to balance or fail over to, and the Router's
+        # deployment lookup and bookkeeping cost ~4 ms a call (bench/gateway_overhead.py):
+        # call litellm directly, with the same retries and timeout.
+        self._single: dict[str, Any] | None = None
+        if len(urls) == 1:
+            self._single = {**deployments[0], "num_retries": num_retries}
+            del self._single["model"]
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(5.0))
 
     async def close(self) -> None:
@@ -95,9 +100,7 @@ class EngineClient:
     ) -> dict[str, Any]:
         """A non-streaming completion as a plain OpenAI-shaped dict."""
         try:
-            resp = await self.router.acompletion(
-                model=f"{PROVIDER}/{served_model}", messages=messages, **params
-            )
+            resp = await self._acompletion(served_model, messages, params)
         except Exception as exc:  # noqa: BLE001 - every engine failure is mapped below
             raise self._map_error(exc) from exc
         return _clean(resp.model_dump())
@@ -108,9 +111,7 @@ class EngineClient:
         """A streaming completion. The first chunk is awaited here, so failures surface as
         errors before any byte is sent to the client, never as a broken stream."""
         try:
-            stream = await self.router.acompletion(
-                model=f"{PROVIDER}/{served_model}", messages=messages, stream=True, **params
-            )
+            stream = await self._acompletion(served_model, messages, {**params, "stream": True})
             iterator = stream.__aiter__()
             first = await iterator.__anext__()
         except StopAsyncIteration:
@@ -118,6 +119,16 @@ class EngineClient:
         except Exception as exc:  # noqa: BLE001
             raise self._map_error(exc) from exc
         return _chunks(first, iterator)
+
+    async def _acompletion(
+        self, served_model: str, messages: list[dict[str, Any]], params: dict[str, Any]
+    ) -> Any:
+        model = f"{PROVIDER}/{served_model}"
+        if self._single is not None:
+            return await self.litellm.acompletion(
+                model=model, messages=messages, **self._single, **params
+            )
+        return await self.router.acompletion(model=model, messages=messages, **params)
 
     def _map_error(self, exc: Exception) -> Exception:
         lt = self.litellm
