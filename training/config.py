@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import yaml
 
@@ -43,7 +43,11 @@ class TrainConfig:
     dpo_beta: float = field(default=0.1, metadata={"help": "DPO temperature"})
 
     def __post_init__(self) -> None:
-        self.base_model_dir = Path(self.base_model_dir)
+        # YAML 1.1 reads `2e-4` as a string and `target_modules: q_proj` as one string; turn
+        # each value into its field's declared type first, so the checks below compare numbers.
+        hints = get_type_hints(type(self))
+        for f in fields(self):
+            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
         checks = [
             (1 <= self.rank <= 256, f"rank must be 1..256, got {self.rank}"),
             (self.alpha >= 1, f"alpha must be >= 1, got {self.alpha}"),
@@ -104,3 +108,42 @@ class TrainConfig:
         out = asdict(self)
         out["base_model_dir"] = str(self.base_model_dir)
         return out
+
+
+def _coerce(name: str, value: Any, kind: Any) -> Any:
+    """`value` as type `kind` (int, float, bool, str, Path or list[str]); TrainingError if not."""
+
+    def bad(expected: str) -> TrainingError:
+        return TrainingError(f"{name} must be {expected}, got {value!r}", "invalid_config")
+
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if kind in (int, float):
+        if isinstance(value, bool):  # bool is an int subclass; `rank: true` is a mistake
+            raise bad("a number")
+        try:
+            number = float(value) if isinstance(value, str) else value
+        except ValueError:
+            raise bad("a number") from None
+        if not isinstance(number, int | float):
+            raise bad("a number")
+        if kind is float:
+            return float(number)
+        if isinstance(number, float) and not number.is_integer():
+            raise bad("a whole number")
+        return int(number)
+    if kind == list[str]:
+        if isinstance(value, str):  # one name, or names separated by commas
+            return [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise bad("a list of names")
+        return list(value)
+    if kind is Path:
+        if not isinstance(value, str | Path):
+            raise bad("a path")
+        return Path(value)
+    if kind is str and not isinstance(value, str):
+        raise bad("a string")
+    return value

@@ -16,13 +16,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from training.dedup import clusters, ngrams
+from training.dedup import clusters, ngrams, normalised
 from training.errors import TrainingError
 from training.formats import load_jsonl
-from training.manifest import Report, write_dataset
+from training.manifest import Report, check_out_dir, write_dataset
 from training.pii import redact
 
 SAMPLES_PER_REASON = 3
+EXEMPLARS = 8  # prompts the router compares requests with; a handful describe a task well
+
+Drop = Callable[[str, Any], None]
 
 
 @dataclass
@@ -39,7 +42,9 @@ class PrepareConfig:
     validation_fraction: float = 0.1
     test_fraction: float = 0.1
     decontam_n: int = 8  # an n-gram shared with an eval set marks an example as contaminated
-    mix_ratio: float = 0.0  # general examples added, as a fraction of the task examples
+    # General examples added (only with a mix file), as a fraction of the train split: enough
+    # to keep the base model's general behaviour without drowning the task.
+    mix_ratio: float = 0.2
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -68,6 +73,10 @@ def _text(example: dict[str, Any]) -> str:
 
 def _prompt(example: dict[str, Any]) -> str:
     return "\n".join(m["content"] for m in example["messages"] if m["role"] != "assistant")
+
+
+def _question(example: dict[str, Any]) -> str:
+    return "\n".join(m["content"] for m in example["messages"] if m["role"] == "user")
 
 
 def _answer(example: dict[str, Any]) -> str:
@@ -121,7 +130,10 @@ def redact_example(example: dict[str, Any], mode: str) -> Counter[str]:
 def split_by_cluster(
     examples: list[dict[str, Any]], cluster_ids: list[int], cfg: PrepareConfig
 ) -> dict[str, list[dict[str, Any]]]:
-    """Seeded test/validation/train split that keeps every near-duplicate cluster on one side."""
+    """Seeded test/validation/train split that keeps every near-duplicate cluster on one side.
+
+    Raises TrainingError when examples exist but none is left for train (one cluster took them).
+    """
     groups: dict[int, list[dict[str, Any]]] = {}
     for ex, cid in zip(examples, cluster_ids, strict=True):
         groups.setdefault(cid, []).append(ex)
@@ -135,6 +147,15 @@ def split_by_cluster(
     for group in order:
         target = next((s for s in ("test", "validation") if len(splits[s]) < want[s]), "train")
         splits[target] += group
+    if examples and not splits["train"]:
+        biggest = max(len(g) for g in groups.values())
+        raise TrainingError(
+            f"no examples left for train: the split put all {n} into validation/test (the "
+            f"largest near-duplicate cluster has {biggest}); use --near-duplicates drop, a "
+            "higher --dedup-threshold, smaller --val-fraction/--test-fraction, or more distinct "
+            "examples",
+            "empty_dataset",
+        )
     return splits
 
 
@@ -150,11 +171,15 @@ def prepare(
     Steps, in order: parse and validate (per file format, line-numbered rejections), PII,
     quality filters, exact duplicates, near duplicates (MinHash LSH), decontamination against
     `eval_sets`, split by near-duplicate cluster, then mixing general examples from `mix` into
-    train. Raises TrainingError before writing anything when no example survives.
+    train (they pass the same PII, quality, duplicate and eval-overlap checks). Raises
+    TrainingError before writing anything when no example survives, and when `out_dir` holds
+    anything but an earlier prepared dataset.
     """
     cfg = cfg or PrepareConfig()
     if not inputs:
         raise TrainingError("no input files given", "empty_dataset")
+    # Before any work: a refused --out should not cost a full curation run.
+    check_out_dir(out_dir, [*inputs, *(eval_sets or []), *([mix] if mix else [])])
     report = Report()
     examples: list[dict[str, Any]] = []
     preference: list[dict[str, Any]] = []
@@ -172,16 +197,7 @@ def prepare(
             report.samples[reason].append(example)
 
     pii_counts: Counter[str] = Counter()
-    kept = []
-    for ex in examples:
-        found = redact_example(ex, cfg.pii)
-        pii_counts += found
-        if found and cfg.pii == "drop":
-            drop("contains personal data", ex)
-        elif problem := quality_problem(ex, cfg):
-            drop(problem, ex)
-        else:
-            kept.append(ex)
+    kept = _clean(examples, cfg, pii_counts, drop)
     pairs = []
     for pair in preference:
         found = redact_example(pair, cfg.pii)
@@ -204,8 +220,8 @@ def prepare(
             deduped.append(ex)
             ids.append(cid)
         unique, cluster_ids = deduped, ids
-    if eval_sets:
-        unique, cluster_ids = _decontaminate(unique, cluster_ids, eval_sets, cfg, drop)
+    evals = _eval_index(eval_sets or [], cfg.decontam_n)
+    unique, cluster_ids = _decontaminate(unique, cluster_ids, evals, cfg.decontam_n, drop)
     if not unique and not pairs:
         raise TrainingError(
             f"no examples left after filtering ({dict(removed)}; {len(report.rejected_lines)} "
@@ -213,9 +229,12 @@ def prepare(
             "empty_dataset",
         )
     splits = split_by_cluster(unique, cluster_ids, cfg)
+    # The router's exemplars come from task examples only, picked before general ones join train.
+    exemplars = [next(m["content"] for m in ex["messages"] if m["role"] == "user")
+                 for ex in splits["train"][:EXEMPLARS]] or [p["prompt"] for p in pairs[:EXEMPLARS]]  # fmt: skip
     rng = random.Random(cfg.seed)
     if mix is not None and cfg.mix_ratio > 0:
-        general = load_jsonl(Path(mix)).sft
+        general = _general(Path(mix), cfg, evals, report, pii_counts, drop)
         rng.shuffle(general)
         extra = general[: int(len(splits["train"]) * cfg.mix_ratio)]
         report.mixed_in = len(extra)
@@ -226,13 +245,51 @@ def prepare(
     report.pii_found = dict(pii_counts)
     report.splits = {k: len(v) for k, v in splits.items()}
     return write_dataset(out_dir, splits, report, asdict(cfg), list(inputs), list(eval_sets or []),
-                         mix)  # fmt: skip
+                         mix, exemplars)  # fmt: skip
+
+
+def _clean(
+    rows: list[dict[str, Any]], cfg: PrepareConfig, pii_counts: Counter[str], drop: Drop
+) -> list[dict[str, Any]]:
+    """Rows after PII handling (counted into `pii_counts`) and the quality filters."""
+    kept = []
+    for ex in rows:
+        found = redact_example(ex, cfg.pii)
+        pii_counts += found
+        if found and cfg.pii == "drop":
+            drop("contains personal data", ex)
+        elif problem := quality_problem(ex, cfg):
+            drop(problem, ex)
+        else:
+            kept.append(ex)
+    return kept
+
+
+def _general(
+    path: Path, cfg: PrepareConfig, evals: tuple[set[tuple[str, ...]], set[str]], report: Report,
+    pii_counts: Counter[str], drop: Drop,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """General examples fit to mix into train: the task's PII, quality, duplicate and eval-overlap
+    checks apply, or a general row could leak personal data, break training (no assistant
+    answer) or contaminate the evaluation. Removals are reported as "mix: <reason>"."""
+    loaded = load_jsonl(path)
+    if not loaded.sft:
+        raise TrainingError(
+            f"--mix {path} has no instruction examples (chat, prompt/completion or Alpaca)",
+            "empty_dataset",
+        )
+    report.rejected_lines += loaded.rejected
+
+    def mix_drop(reason: str, example: Any) -> None:
+        drop(f"mix: {reason}", example)
+
+    rows = _exact_dedup(_clean(loaded.sft, cfg, pii_counts, mix_drop), lambda ex: ex["messages"],
+                        mix_drop)  # fmt: skip
+    return _decontaminate(rows, [0] * len(rows), evals, cfg.decontam_n, mix_drop)[0]
 
 
 def _exact_dedup(
-    rows: list[dict[str, Any]],
-    key: Callable[[dict[str, Any]], Any],
-    drop: Callable[[str, Any], None],
+    rows: list[dict[str, Any]], key: Callable[[dict[str, Any]], Any], drop: Drop
 ) -> list[dict[str, Any]]:
     seen: set[str] = set()
     out = []
@@ -246,22 +303,38 @@ def _exact_dedup(
     return out
 
 
-def _decontaminate(
-    rows: list[dict[str, Any]], ids: list[int], eval_sets: list[Path], cfg: PrepareConfig,
-    drop: Callable[[str, Any], None],
-) -> tuple[list[dict[str, Any]], list[int]]:  # fmt: skip
-    """Drop examples sharing any word n-gram (n = cfg.decontam_n) with an eval example."""
+def _eval_index(eval_sets: list[Path], n: int) -> tuple[set[tuple[str, ...]], set[str]]:
+    """The word n-grams of every eval example, and its normalised prompt.
+
+    The prompts catch what n-grams cannot: an eval question shorter than n words has none, so
+    a verbatim copy of it in the training data would otherwise pass.
+    """
     grams: set[tuple[str, ...]] = set()
+    prompts: set[str] = set()
     for path in eval_sets:
         loaded = load_jsonl(Path(path))
         for ex in loaded.sft:
-            grams |= ngrams(_text(ex), cfg.decontam_n)
+            grams |= ngrams(_text(ex), n)
+            prompts.add(normalised(_question(ex)))
         for pair in loaded.preference:
-            grams |= ngrams(f"{pair['prompt']}\n{pair['chosen']}", cfg.decontam_n)
+            grams |= ngrams(f"{pair['prompt']}\n{pair['chosen']}", n)
+            prompts.add(normalised(pair["prompt"]))
+    prompts.discard("")  # a prompt of punctuation only would match every other such prompt
+    return grams, prompts
+
+
+def _decontaminate(
+    rows: list[dict[str, Any]], ids: list[int], evals: tuple[set[tuple[str, ...]], set[str]],
+    n: int, drop: Drop,
+) -> tuple[list[dict[str, Any]], list[int]]:  # fmt: skip
+    """Drop examples sharing a word n-gram with an eval example or asking an eval prompt."""
+    grams, prompts = evals
     clean, clean_ids = [], []
     for ex, cid in zip(rows, ids, strict=True):
-        if ngrams(_text(ex), cfg.decontam_n) & grams:
+        if ngrams(_text(ex), n) & grams:
             drop("overlaps an eval set", ex)
+        elif normalised(_question(ex)) in prompts:
+            drop("copies an eval prompt", ex)
         else:
             clean.append(ex)
             clean_ids.append(cid)

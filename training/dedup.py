@@ -49,6 +49,12 @@ def clusters(texts: list[str], threshold: float = 0.8, num_perm: int = 128) -> l
     return [root(i) for i in range(len(texts))]
 
 
+def normalised(text: str) -> str:
+    """Lower-cased words joined by single spaces: equal for texts differing only in case,
+    punctuation or spacing (the exact-match key of decontamination)."""
+    return " ".join(WORD.findall(text.lower()))
+
+
 def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
     """Word n-grams of `text`, for decontamination against eval sets."""
     words = WORD.findall(text.lower())

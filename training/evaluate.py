@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from training.errors import TrainingError
-from training.formats import load_jsonl, read_jsonl
+from training.formats import read_examples
 from training.sft import to_prompt_completion
 
 
@@ -123,31 +123,22 @@ def evaluate(
     GO when the adapter beats the base on the task loss or on JSON compliance by the gate's
     margin, and (with a `general` set) its general loss rises by no more than allowed.
     """
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     gates = gates or Gates()
     if not (Path(base_model_dir) / "config.json").is_file():
         raise TrainingError(f"base model {base_model_dir} does not exist (no config.json)",
                             "base_model_not_found", 404)  # fmt: skip
     if not (Path(adapter_dir) / "adapter_config.json").is_file():
         raise TrainingError(f"{adapter_dir} is not an adapter directory", "not_an_adapter", 404)
-    split = (
-        "test"
-        if (Path(data_dir) / "test.jsonl").is_file() and read_jsonl(Path(data_dir) / "test.jsonl")
-        else "validation"
-    )
-    path = Path(data_dir) / f"{split}.jsonl"
-    if not path.is_file():
-        raise TrainingError(f"{data_dir} has no test.jsonl or validation.jsonl", "empty_dataset")
-    rows = read_jsonl(path)[:limit]
-    if not rows:
-        raise TrainingError(f"{path} is empty", "empty_dataset")
+    split, rows = eval_rows(Path(data_dir), limit)
+    general_rows = chat_examples(Path(general))[:limit] if general else []
+    # Imported once the inputs are known to be good: bad data fails in milliseconds.
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
     base_model = AutoModelForCausalLM.from_pretrained(base_model_dir, dtype=torch.float32)
     model: Any = PeftModel.from_pretrained(base_model, str(adapter_dir))
-    general_rows = load_jsonl(Path(general)).sft[:limit] if general else []
     max_new = 64
     results: dict[str, dict[str, float]] = {}
     for name, ctx in (("base", model.disable_adapter), ("adapter", None)):
@@ -171,6 +162,36 @@ def evaluate(
     lines += [f"**{'GO' if report['go'] else 'NO-GO'}**", "", "![eval](eval.png)"]
     (out / "eval.md").write_text("\n".join(lines) + "\n")
     return report
+
+
+def eval_rows(data_dir: Path, limit: int) -> tuple[str, list[dict[str, Any]]]:
+    """The split evaluated (test, else validation) and its first `limit` examples.
+
+    Checked before any model loads: a malformed line or a row without an assistant answer is a
+    TrainingError naming the file and line.
+    """
+    for split in ("test", "validation"):
+        path = data_dir / f"{split}.jsonl"
+        rows = chat_examples(path) if path.is_file() else []
+        if rows:
+            return split, rows[:limit]
+    raise TrainingError(
+        f"{data_dir} has no examples in test.jsonl or validation.jsonl: run `loraplex data "
+        "prepare` on enough data to hold some out",
+        "empty_dataset",
+    )
+
+
+def chat_examples(path: Path) -> list[dict[str, Any]]:
+    """A file's chat examples, each with an answer; TrainingError for anything else."""
+    rows = read_examples(path)
+    if rows and "messages" not in rows[0]:
+        raise TrainingError(
+            f"{path} holds preference pairs; evaluation needs examples with one answer (chat, "
+            "prompt/completion or Alpaca)",
+            "invalid_dataset",
+        )
+    return rows
 
 
 def _metrics(model: Any, tok: Any, rows: list[dict[str, Any]], general: list[dict[str, Any]],

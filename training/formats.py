@@ -57,10 +57,13 @@ def _text(value: Any, name: str) -> str:
     return value
 
 
-def normalise(record: Any, expected: str | None = None) -> tuple[str, dict[str, Any]]:
+def normalise(
+    record: Any, expected: str | None = None, require_answer: bool = False
+) -> tuple[str, dict[str, Any]]:
     """(kind, normalised example); kind is 'sft' or 'preference'. Raises ValueError.
 
-    With `expected` (the file's format), a record of another format is rejected.
+    With `expected` (the file's format), a record of another format is rejected; with
+    `require_answer`, a chat record without an assistant message is.
     """
     if not isinstance(record, dict):
         raise ValueError("each line must be a JSON object")
@@ -78,6 +81,8 @@ def normalise(record: Any, expected: str | None = None) -> tuple[str, dict[str, 
             out.append(
                 {"role": m["role"], "content": _text(m.get("content"), f"messages[{i}].content")}
             )
+        if require_answer and not any(m["role"] == "assistant" for m in out):
+            raise ValueError("no assistant message: nothing to train or score on")
         return "sft", {"messages": out}
     if kind == "preference":
         return "preference", {
@@ -99,8 +104,10 @@ def normalise(record: Any, expected: str | None = None) -> tuple[str, dict[str, 
                                 {"role": "assistant", "content": completion}]}  # fmt: skip
 
 
-def load_jsonl(path: Path) -> Loaded:
+def load_jsonl(path: Path, require_answer: bool = False) -> Loaded:
     """Read one file; malformed lines are rejected with their line number, not fatal.
+
+    With `require_answer`, a chat line without an assistant message counts as malformed.
 
     Raises TrainingError when the file is missing, not UTF-8, or its first JSON object matches
     no known format (the whole file would be rejected: say so at once).
@@ -128,7 +135,7 @@ def load_jsonl(path: Path) -> Loaded:
                     f"{path}:{lineno}: {exc}; got keys {sorted(record)}", "unknown_format"
                 ) from None
         try:
-            kind, example = normalise(record, out.format)
+            kind, example = normalise(record, out.format, require_answer)
         except ValueError as exc:
             out.rejected.append((str(path), lineno, str(exc)))
             continue
@@ -146,8 +153,9 @@ def rejection_summary(rejected: list[tuple[str, int, str]]) -> dict[str, int]:
 
 
 def read_examples(path: Path) -> list[dict[str, Any]]:
-    """A prepared split file; any malformed line is an error naming its line number."""
-    loaded = load_jsonl(path)
+    """A prepared split file; any malformed line, or a chat line without an assistant answer,
+    is an error naming its line number."""
+    loaded = load_jsonl(path, require_answer=True)
     if loaded.rejected:
         file, line, reason = loaded.rejected[0]
         raise TrainingError(

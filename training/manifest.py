@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from training.errors import TrainingError
 from training.formats import rejection_summary, write_jsonl
 
 
@@ -47,9 +49,13 @@ def write_dataset(
     inputs: list[Path],
     eval_sets: list[Path],
     mix: Path | None,
+    exemplars: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Write split files, manifest.json, report.json and report.md atomically; return the manifest."""
-    out_dir = Path(out_dir)
+    """Write split files, manifest.json, report.json and report.md atomically; return the manifest.
+
+    `exemplars` are typical task prompts, recorded for the router when the adapter is registered.
+    """
+    out_dir = check_out_dir(out_dir, [*inputs, *eval_sets, *([mix] if mix else [])])
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
@@ -75,6 +81,7 @@ def write_dataset(
             "rejected_lines": len(report.rejected_lines),
             "rejected_by_reason": rejection_summary(report.rejected_lines),
             "pii_found": report.pii_found,
+            "exemplars": list(exemplars or []),
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         (tmp / "report.json").write_text(json.dumps(asdict(report), indent=2, default=str))
@@ -84,6 +91,43 @@ def write_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def check_out_dir(out_dir: Path, reads: list[Path]) -> Path:
+    """`out_dir`, absolute, once it is safe to replace; TrainingError saying why not.
+
+    Replacing is safe only for a new path, an empty directory or an earlier prepared dataset
+    (it has manifest.json): anything else may hold the user's own files, raw data included.
+    """
+    out_dir = Path(os.path.abspath(out_dir))  # ".." folded, symlinks kept (the link is replaced)
+    cwd = Path.cwd()
+    if out_dir.resolve() in (cwd, *cwd.parents):
+        raise TrainingError(
+            f"--out {out_dir} is the current directory or one above it and would be replaced: "
+            "choose another --out, e.g. a new directory such as datasets/NAME",
+            "invalid_output_dir",
+        )
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise TrainingError(
+                f"--out {out_dir} is a file, not a directory: choose another --out",
+                "invalid_output_dir",
+            )
+        if not (out_dir / "manifest.json").is_file() and any(out_dir.iterdir()):
+            raise TrainingError(
+                f"--out {out_dir} already holds files and is not a prepared dataset (no "
+                "manifest.json); it would be replaced: choose another --out (a new or empty "
+                "directory, or one written by `loraplex data prepare`)",
+                "invalid_output_dir",
+            )
+    for path in reads:
+        if out_dir.resolve() in Path(path).resolve().parents:
+            raise TrainingError(
+                f"{path} lies inside --out {out_dir}, which is replaced: choose another --out "
+                "or move the file out first",
+                "invalid_output_dir",
+            )
+    return out_dir
 
 
 def _replace(src: Path, dst: Path) -> None:

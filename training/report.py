@@ -16,6 +16,15 @@ def losses(
     return train, val
 
 
+def val_summary(base: float | None, val: list[tuple[int, float]]) -> dict[str, float | None]:
+    """The untrained model's validation loss and the best one after training.
+
+    The step-0 loss stays out of the best: a run that only got worse must not report the base
+    model's loss as its best (sweeps pick runs by it).
+    """
+    return {"base_val_loss": base, "best_val_loss": min((v for _, v in val), default=None)}
+
+
 def plot_losses(
     train: list[tuple[int, float]], val: list[tuple[int, float]], path: Path, title: str
 ) -> None:
@@ -50,7 +59,8 @@ def write_report(out_dir: Path, report: dict[str, Any]) -> None:
         f"- steps: {report.get('steps')}, wall time {report.get('wall_s')} s, "
         f"{report.get('tokens_per_s')} tokens/s",
         f"- first / last train loss: {report.get('first_train_loss')} / {report.get('last_train_loss')}",
-        f"- validation loss: {report.get('first_val_loss')} -> {report.get('best_val_loss')} (best)",
+        f"- validation loss: {report.get('base_val_loss')} untrained (step 0), "
+        f"{report.get('best_val_loss')} best after training",
         "",
         "![loss](loss.png)",
         "",

@@ -20,9 +20,10 @@ from typing import Any
 from training.config import TrainConfig
 from training.errors import TrainingError
 from training.formats import read_examples
-from training.report import losses, plot_losses, write_report
+from training.report import losses, plot_losses, val_summary, write_report
 
 ADAPTER = "adapter"
+EXEMPLARS = 8  # as many as `loraplex data prepare` records
 
 
 @dataclass
@@ -215,18 +216,17 @@ def finish(trainer: Any, cfg: TrainConfig, data_dir: Path, out_dir: Path, method
            resume: bool, train_rows: list[dict[str, Any]]) -> RunResult:  # fmt: skip
     """Train (resuming if asked), then write the adapter atomically plus report, plot, exemplars."""
     checkpoint = resume_point(out_dir, resume)
-    first_val = None
+    base_val = None
     if trainer.eval_dataset is not None and checkpoint is None:
         # Step-0 validation loss: the baseline the curve and the report compare against.
-        first_val = float(trainer.evaluate()["eval_loss"])
+        base_val = float(trainer.evaluate()["eval_loss"])
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
     wall = time.perf_counter() - started
     final = save_adapter(trainer.model, out_dir / ADAPTER, cfg.base_model_name)
     train_loss, val_loss = losses(trainer.state.log_history)
-    if first_val is not None:
-        val_loss = [(0, first_val), *val_loss]
-    plot_losses(train_loss, val_loss, out_dir / "loss.png", f"{method} on {cfg.base_model_name}")
+    curve = val_loss if base_val is None else [(0, base_val), *val_loss]
+    plot_losses(train_loss, curve, out_dir / "loss.png", f"{method} on {cfg.base_model_name}")
     manifest_path = Path(data_dir) / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     tokens = int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0)
@@ -243,11 +243,23 @@ def finish(trainer: Any, cfg: TrainConfig, data_dir: Path, out_dir: Path, method
         "val_loss": val_loss,
         "first_train_loss": train_loss[0][1] if train_loss else None,
         "last_train_loss": train_loss[-1][1] if train_loss else None,
-        "first_val_loss": val_loss[0][1] if val_loss else None,
-        "best_val_loss": min(v for _, v in val_loss) if val_loss else None,
+        **val_summary(base_val, val_loss),
     }
     write_report(out_dir, report)
-    prompts = [next((m["content"] for m in r.get("messages", []) if m["role"] == "user"), None)
-               or r.get("prompt") for r in train_rows[:8]]  # fmt: skip
-    (out_dir / "exemplars.json").write_text(json.dumps([p for p in prompts if p], indent=2))
+    exemplars = exemplar_prompts(manifest, train_rows)
+    (out_dir / "exemplars.json").write_text(json.dumps(exemplars, indent=2))
     return RunResult(final, report)
+
+
+def exemplar_prompts(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """Typical task prompts for the router: those the dataset's manifest records (task examples
+    only, picked before general ones were mixed in), else the first training rows' prompts."""
+    if "exemplars" in manifest:
+        return list(manifest["exemplars"][:EXEMPLARS])
+    if (manifest.get("mix") or {}).get("examples"):
+        # An older dataset mixed general prompts into train and nothing marks which: no
+        # exemplars beat ones that would route general questions to this adapter.
+        return []
+    prompts = [next((m["content"] for m in r.get("messages", []) if m["role"] == "user"), None)
+               or r.get("prompt") for r in rows[:EXEMPLARS]]  # fmt: skip
+    return [p for p in prompts if p]

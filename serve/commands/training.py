@@ -31,7 +31,13 @@ def prepare(
         list[Path],
         typer.Argument(help="JSONL files: chat, prompt/completion, Alpaca or preference pairs."),
     ],
-    out: Annotated[Path, typer.Option(help="Output directory (replaced atomically).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Output directory: new, empty, or an earlier prepared dataset (replaced "
+            "atomically). Any other existing directory is refused."
+        ),
+    ],
     eval_set: Annotated[
         list[Path] | None, typer.Option(help="Eval JSONL to decontaminate against (repeatable).")
     ] = None,
@@ -46,9 +52,15 @@ def prepare(
         int, typer.Option(help="Word n-gram length that marks overlap with an eval set.")
     ] = 8,
     mix: Annotated[
-        Path | None, typer.Option(help="General instruction JSONL mixed into train.")
+        Path | None,
+        typer.Option(
+            help="General instruction JSONL mixed into train (curated like the task data)."
+        ),
     ] = None,
-    mix_ratio: Annotated[float, typer.Option(help="General examples per task example.")] = 0.0,
+    mix_ratio: Annotated[
+        float | None,
+        typer.Option(help="With --mix: general examples per train example (default 0.2)."),
+    ] = None,
     val_fraction: Annotated[float, typer.Option(help="Share held out for validation.")] = 0.1,
     test_fraction: Annotated[float, typer.Option(help="Share held out for test.")] = 0.1,
     seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
@@ -72,7 +84,10 @@ def prepare(
     from training.errors import TrainingError
 
     try:
-        cfg = PrepareConfig(dedup_threshold=dedup_threshold, pii=pii, mix_ratio=mix_ratio,  # type: ignore[arg-type]
+        if mix_ratio is not None and mix is None:
+            raise TrainingError("--mix-ratio needs --mix FILE (the general examples to mix in)")
+        ratio = {} if mix_ratio is None else {"mix_ratio": mix_ratio}
+        cfg = PrepareConfig(dedup_threshold=dedup_threshold, pii=pii, **ratio,  # type: ignore[arg-type]
                             near_duplicates=near_duplicates, decontam_n=decontam_n,  # type: ignore[arg-type]
                             validation_fraction=val_fraction, test_fraction=test_fraction, seed=seed)  # fmt: skip
         manifest = run(inputs, out, cfg, eval_sets=eval_set, mix=mix)
@@ -142,7 +157,11 @@ def train(
     from training.config import TrainConfig
     from training.errors import TrainingError
 
+    if tenant is not None and register is None:
+        _fail("--tenant names the owner for --register NAME; it does nothing without it")
     settings = load_settings(settings_file)
+    # A name that cannot be registered should fail now, not after the training it would cost.
+    registry = _registry_for(settings, register, tenant) if register else None
     overrides: dict[str, Any] = {"epochs": epochs, "max_steps": max_steps, "rank": rank, "learning_rate": lr,
                  "batch_size": batch_size, "qlora": qlora or None}  # fmt: skip
     defaults: dict[str, Any] = {
@@ -191,15 +210,38 @@ def train(
     typer.echo(str(result_dir))
     err.print(f"report: {out / 'report.md'}  loss curve: {out / 'loss.png'}")
     if register:
-        _register(settings, result_dir, register, tenant)
+        _register(registry, result_dir, register, tenant)
 
 
-def _register(settings: Any, adapter_dir: Path, name: str, tenant: str | None) -> None:
-    from adapters.errors import AdapterError
-    from serve.commands.adapters import _exemplars_beside, _lineage
+def _registry_for(settings: Any, name: str, tenant: str | None) -> Any:
+    """The registry, once `name` is known to be registrable by `tenant` (None: the admin)."""
+    from serve.cli import _tenant_service
+    from serve.commands.adapters import _run
     from serve.routers.adapters import build
 
-    registry, _ = build(settings, [])
+    if tenant is not None and _tenant_service(settings).get(tenant) is None:
+        _fail(f"no tenant named {tenant!r}: create it with `loraplex tenants create {tenant}`")
+    registry, _ = _run(build, settings, [])
+    _fail_unless_registrable(registry, name, tenant)
+    return registry
+
+
+def _fail_unless_registrable(registry: Any, name: str, tenant: str | None) -> None:
+    """Exit, as registering would fail later, when `name` is malformed or owned by someone else."""
+    from adapters.registry import NAME_RE, SERVED_RE
+
+    if not NAME_RE.match(name) or SERVED_RE.match(name):
+        _fail(f"--register {name!r} is not a valid adapter name: use 1-63 lowercase letters, "
+              "digits, '.', '-' or '_', starting with a letter or digit, not ending in -v<number>")  # fmt: skip
+    owners = {av.owner for av in registry.versions(name=name)}
+    if owners and owners != {tenant}:
+        _fail(f"adapter name {name!r} is taken; choose another --register name")
+
+
+def _register(registry: Any, adapter_dir: Path, name: str, tenant: str | None) -> None:
+    from adapters.errors import AdapterError
+    from serve.commands.adapters import _exemplars_beside, _lineage
+
     try:
         av = registry.register(adapter_dir, name, owner=tenant, lineage=_lineage(adapter_dir),
                                exemplars=_exemplars_beside(adapter_dir))  # fmt: skip

@@ -1,11 +1,13 @@
 import json
+from types import SimpleNamespace
 
 import pytest
 
 from training.config import ALL_LINEAR, TrainConfig
 from training.errors import TrainingError
 from training.evaluate import Gates, decide
-from training.sft import resume_point, save_adapter, to_prompt_completion
+from training.report import val_summary
+from training.sft import finish, resume_point, save_adapter, to_prompt_completion
 from training.sweep import results_table
 
 
@@ -122,3 +124,53 @@ def test_sweep_table_marks_the_best_run() -> None:
     console.print(results_table({"runs": runs, "best": runs[1]}))
     text = console.export_text()
     assert "1.2000 *" in text and "1.5000 *" not in text
+
+
+def test_yaml_values_are_coerced_to_their_field_types(tmp_path) -> None:
+    cfg = tmp_path / "c.yaml"
+    # YAML 1.1 reads 2e-4 (no dot) as a string; a single module is a plain string.
+    cfg.write_text("learning_rate: 2e-4\ntarget_modules: q_proj\nrank: '16'\nepochs: 1\n")
+    loaded = TrainConfig.from_yaml(cfg)
+    assert (loaded.learning_rate, loaded.target_modules, loaded.rank) == (2e-4, ["q_proj"], 16)
+    assert isinstance(loaded.epochs, float) and isinstance(loaded.rank, int)
+    assert TrainConfig(target_modules="q_proj, v_proj").target_modules == ["q_proj", "v_proj"]
+    for text, message in [("learning_rate: fast", "learning_rate must be a number, got 'fast'"),
+                          ("rank: 2.5", "rank must be a whole number"), ("rank: true", "rank must be a number"),
+                          ("qlora: maybe", "qlora must be true or false"),
+                          ("target_modules: [1]", "target_modules must be a list of names")]:  # fmt: skip
+        cfg.write_text(text + "\n")
+        with pytest.raises(TrainingError, match=message) as err:
+            TrainConfig.from_yaml(cfg)
+        assert err.value.code == "invalid_config"
+
+
+class FakeTrainer:
+    """What `finish` uses of a TRL trainer: a run whose validation loss only gets worse."""
+
+    def __init__(self) -> None:
+        self.model = FakeModel()
+        self.eval_dataset = ["validation rows"]
+        self.state = SimpleNamespace(log_history=[], global_step=0, num_input_tokens_seen=40)
+
+    def evaluate(self) -> dict:
+        return {"eval_loss": 1.0}
+
+    def train(self, resume_from_checkpoint=None) -> None:
+        self.state.global_step = 4
+        self.state.log_history = [{"step": 1, "loss": 2.0}, {"step": 2, "eval_loss": 1.5},
+                                  {"step": 4, "loss": 1.8}, {"step": 4, "eval_loss": 1.3}]  # fmt: skip
+
+
+def test_best_validation_loss_comes_from_trained_steps_only(tmp_path) -> None:
+    (tmp_path / "data").mkdir()
+    cfg = TrainConfig(base_model_name="base")
+    result = finish(FakeTrainer(), cfg, tmp_path / "data", tmp_path / "run", "sft", False, [])
+    report = result.report
+    assert (report["base_val_loss"], report["best_val_loss"]) == (1.0, 1.3)
+    assert report["val_loss"] == [(2, 1.5), (4, 1.3)]
+    assert (
+        "1.0 untrained (step 0), 1.3 best after training"
+        in (tmp_path / "run" / "report.md").read_text()
+    )
+    assert (tmp_path / "run" / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    assert val_summary(None, []) == {"base_val_loss": None, "best_val_loss": None}

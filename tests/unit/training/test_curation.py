@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -7,6 +8,7 @@ from training.dedup import clusters
 from training.errors import TrainingError
 from training.formats import read_jsonl
 from training.manifest import sha256_file
+from training.sft import exemplar_prompts, to_prompt_completion
 
 
 def chat(q, a):
@@ -180,3 +182,123 @@ def test_nothing_left_is_an_error_and_writes_nothing(tmp_path, write_rows) -> No
 def test_prepare_config_is_checked(bad, message) -> None:
     with pytest.raises(TrainingError, match=message):
         PrepareConfig(**bad)
+
+
+def test_out_dir_holding_other_files_is_refused_and_left_alone(tmp_path, write_rows) -> None:
+    raw = write_rows(tmp_path / "raw.jsonl", [distinct(i) for i in range(6)])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(TrainingError, match="not a prepared dataset.*choose another --out") as err:
+        prepare([raw], mine)
+    assert err.value.code == "invalid_output_dir"
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(TrainingError, match="is a file"):
+        prepare([raw], tmp_path / "afile")
+    # A raw file inside the directory it would replace: refused even for a prepared dataset.
+    prepare([raw], tmp_path / "ds")
+    inside = write_rows(tmp_path / "ds" / "more.jsonl", [distinct(i) for i in range(6)])
+    with pytest.raises(TrainingError, match="lies inside --out"):
+        prepare([inside], tmp_path / "ds")
+    assert inside.is_file()
+
+
+def test_empty_or_prepared_out_dir_is_replaced(tmp_path, write_rows) -> None:
+    raw = write_rows(tmp_path / "raw.jsonl", [distinct(i) for i in range(6)])
+    (tmp_path / "empty").mkdir()
+    assert prepare([raw], tmp_path / "empty")["splits"]["train"]["count"] == 5
+    fewer = write_rows(tmp_path / "fewer.jsonl", [distinct(i) for i in range(3)])
+    assert prepare([fewer], tmp_path / "empty")["splits"]["train"]["count"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "fewer.jsonl", "raw.jsonl"]
+
+
+def test_out_dot_is_a_clear_error(tmp_path, write_rows, monkeypatch) -> None:
+    raw = write_rows(tmp_path / "raw.jsonl", [distinct(i) for i in range(6)])
+    prepare([raw], tmp_path / "ds")
+    monkeypatch.chdir(tmp_path / "ds")  # even a prepared dataset: it is where the user stands
+    for out in (".", "..", "./"):
+        with pytest.raises(TrainingError, match="current directory or one above"):
+            prepare([raw], Path(out))
+    assert (tmp_path / "ds" / "manifest.json").is_file()
+
+
+def test_mixed_in_examples_are_curated_too(tmp_path, write_rows) -> None:
+    raw = write_rows(tmp_path / "raw.jsonl", [distinct(i) for i in range(20)])
+    good = [chat(f"General question g{i} kappa{i}?", f"General answer g{i}.") for i in range(3)]
+    general = write_rows(tmp_path / "general.jsonl", [
+        *good, chat("Mail ann@example.org about lunch", "Done, sent it."),
+        {"messages": [{"role": "user", "content": "A prompt with no answer at all"}]},
+        chat("Say nothing", ""), chat("Count to three", "one, two..."), good[0],
+    ])  # fmt: skip
+    manifest = prepare([raw], tmp_path / "out", PrepareConfig(mix_ratio=1.0), mix=general)
+    assert manifest["mix"]["examples"] == 4 and manifest["splits"]["train"]["count"] == 16 + 4
+    assert {k: v for k, v in manifest["removed"].items() if k.startswith("mix: ")} == {
+        "mix: wrong role order": 1, "mix: empty answer": 1, "mix: truncated answer": 1,
+        "mix: exact duplicate": 1,
+    }  # fmt: skip
+    train = read_jsonl(tmp_path / "out" / "train.jsonl")
+    assert all(to_prompt_completion(row)["completion"] for row in train)
+    text = (tmp_path / "out" / "train.jsonl").read_text()
+    assert "[EMAIL]" in text and "ann@example.org" not in text
+    assert manifest["pii_found"] == {"email": 1}
+
+
+def test_mix_without_a_ratio_uses_the_default(tmp_path, write_rows) -> None:
+    raw = write_rows(tmp_path / "raw.jsonl", [distinct(i) for i in range(20)])
+    general = write_rows(tmp_path / "general.jsonl",
+                         [chat(f"General question g{i} kappa{i}?", f"Fine g{i}.") for i in range(10)])  # fmt: skip
+    manifest = prepare([raw], tmp_path / "out", mix=general)
+    assert PrepareConfig().mix_ratio == 0.2 and manifest["mix"]["examples"] == int(16 * 0.2)
+    prefs = write_rows(tmp_path / "prefs.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
+    with pytest.raises(TrainingError, match="has no instruction examples"):
+        prepare([raw], tmp_path / "out", mix=prefs)
+
+
+def test_exemplars_are_task_prompts_never_mixed_in_ones(tmp_path, write_rows) -> None:
+    task = [distinct(i) for i in range(20)]
+    raw = write_rows(tmp_path / "raw.jsonl", task)
+    general = write_rows(tmp_path / "general.jsonl",
+                         [chat(f"General question g{i} kappa{i}?", f"Fine g{i}.") for i in range(40)])  # fmt: skip
+    manifest = prepare([raw], tmp_path / "out", PrepareConfig(mix_ratio=1.0), mix=general)
+    train = read_jsonl(tmp_path / "out" / "train.jsonl")
+    assert any("General" in r["messages"][0]["content"] for r in train[:8])  # seed 0 mixes them
+    task_prompts = {ex["messages"][0]["content"] for ex in task}
+    assert len(manifest["exemplars"]) == 8 and set(manifest["exemplars"]) <= task_prompts
+    assert exemplar_prompts(manifest, train) == manifest["exemplars"]
+
+
+def test_exemplars_without_a_manifest_record() -> None:
+    rows = [chat(f"q{i}", "a") for i in range(10)] + [
+        {"prompt": "p", "chosen": "c", "rejected": "r"}
+    ]
+    assert exemplar_prompts({}, rows) == [f"q{i}" for i in range(8)]
+    assert exemplar_prompts({}, rows[-1:]) == ["p"]
+    # An older dataset that mixed general rows into train without recording exemplars.
+    assert exemplar_prompts({"mix": {"examples": 3}}, rows) == []
+
+
+def test_a_cluster_that_takes_every_example_leaves_no_train_split(tmp_path, write_rows) -> None:
+    examples = [distinct(i) for i in range(10)]
+    with pytest.raises(TrainingError, match="no examples left for train") as err:
+        split_by_cluster(examples, [0] * 10, PrepareConfig())
+    assert err.value.code == "empty_dataset" and "cluster has 10" in err.value.message
+    assert split_by_cluster([], [], PrepareConfig())["train"] == []  # preference-only data
+    para = [chat(f"Please summarise the quarterly budget report for the apollo project now{'!' * i}",
+                 "The apollo project is on budget.") for i in range(10)]  # fmt: skip
+    with pytest.raises(TrainingError, match="no examples left for train"):
+        prepare([write_rows(tmp_path / "raw.jsonl", para)], tmp_path / "out",
+                PrepareConfig(near_duplicates="keep_together", dedup_threshold=0.5))  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
+def test_short_eval_prompts_are_decontaminated_by_exact_match(tmp_path, write_rows) -> None:
+    rows = [distinct(i) for i in range(10)] + [chat("capital of  FRANCE", "Paris is the capital.")]
+    evalset = write_rows(tmp_path / "eval.jsonl", [chat("Capital of France?", "Paris.")])
+    manifest = prepare([write_rows(tmp_path / "raw.jsonl", rows)], tmp_path / "out",
+                       eval_sets=[evalset])  # fmt: skip
+    assert manifest["removed"] == {"copies an eval prompt": 1}
+    out = "".join(
+        (tmp_path / "out" / f"{s}.jsonl").read_text() for s in ("train", "validation", "test")
+    )
+    assert "FRANCE" not in out

@@ -1,0 +1,76 @@
+"""`loraplex data prepare` and `loraplex train` refuse bad requests before doing the work."""
+
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from serve.cli import app
+from serve.commands.training import _fail_unless_registrable
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch, write_rows, make_chat):
+    monkeypatch.setenv("LORAPLEX_DATA_DIR", str(tmp_path / "state"))
+    monkeypatch.chdir(tmp_path)
+    write_rows(tmp_path / "raw.jsonl", [make_chat(f"Question {i} zz{i}?", f"Answer {i}.") for i in range(20)])  # fmt: skip
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr("training.sft.train_sft", no_training)
+    return tmp_path
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_prepare_refuses_a_directory_of_user_files(env) -> None:
+    (env / "data").mkdir()
+    (env / "data" / "raw2.jsonl").write_text("{}\n")
+    result = invoke("data", "prepare", "raw.jsonl", "--out", "data")
+    assert result.exit_code == 2 and "choose another --out" in result.output
+    assert (env / "data" / "raw2.jsonl").is_file()
+    result = invoke("data", "prepare", "raw.jsonl", "--out", ".")
+    assert result.exit_code == 2 and "current directory" in result.output
+
+
+def test_mix_ratio_needs_mix_and_mix_alone_mixes(env, write_rows, make_chat) -> None:
+    result = invoke("data", "prepare", "raw.jsonl", "--out", "ds", "--mix-ratio", "0.5")
+    assert result.exit_code == 2 and "--mix-ratio needs --mix" in result.output
+    write_rows(env / "general.jsonl", [make_chat(f"General g{i} kappa{i}", f"Ok g{i}.") for i in range(10)])  # fmt: skip
+    result = invoke("data", "prepare", "raw.jsonl", "--out", "ds", "--mix", "general.jsonl")
+    assert result.exit_code == 0, result.output
+    assert json.loads((env / "ds" / "manifest.json").read_text())["mix"]["examples"] == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--register", "Bad Name"], "not a valid adapter name"),
+     (["--register", "support-v2"], "not a valid adapter name"),
+     (["--register", "support", "--tenant", "ghost"], "no tenant named 'ghost'"),
+     (["--tenant", "acme"], "does nothing without it")],
+)  # fmt: skip
+def test_train_checks_registration_before_training(env, args, message) -> None:
+    result = invoke("train", "--data", "ds", "--out", "run", *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "training started" not in repr(result.exception)
+
+
+class Registry:
+    def __init__(self, owner):
+        self.owner = owner
+
+    def versions(self, name=None):
+        return [] if self.owner == "nobody" else [type("V", (), {"owner": self.owner})()]
+
+
+def test_a_name_owned_by_someone_else_is_refused() -> None:
+    _fail_unless_registrable(Registry("nobody"), "support", "acme")
+    _fail_unless_registrable(Registry("acme"), "support", "acme")  # a new version of its own
+    _fail_unless_registrable(Registry(None), "support", None)
+    for owner, tenant in (("acme", "other"), ("acme", None), (None, "acme")):
+        with pytest.raises(typer.Exit):
+            _fail_unless_registrable(Registry(owner), "support", tenant)
