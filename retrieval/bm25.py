@@ -113,6 +113,9 @@ def save(index: LexicalIndex, directory: Path) -> None:
             )  # fmt: skip
         )
         old = directory.with_name(directory.name + ".old")
+        # A crash between the renames below leaves an .old behind; renaming onto it would then
+        # fail on every later save.
+        shutil.rmtree(old, ignore_errors=True)
         if directory.exists():
             directory.rename(old)
         tmp.rename(directory)

@@ -14,8 +14,9 @@ RRF_K = 60
 # BM25 scores within 10% of the top score of each other tie: length normalisation moves scores
 # by a few percent, matching one more query word by far more.
 LEXICAL_TIE = 0.1
-# BM25 matches scoring under 10% of the best one matched only common words ("sku" in every
-# product code) and are left out of the fusion: they are not evidence, and there are many.
+# In hybrid mode, BM25 matches scoring under 10% of the best one matched only common words ("sku"
+# in every product code) and are left out of the fusion: they are not evidence, and there are
+# many. In bm25 mode they are all there is, so they stay.
 LEXICAL_FLOOR = 0.1
 
 

@@ -4,7 +4,9 @@ Chunk ids are content-addressed (`chunking.chunk_id`), so re-ingesting an unchan
 finds every id already stored and writes nothing (`unchanged`), and a changed document adds its
 new chunks and then deletes the ones that are no longer produced: fresh facts win, stale ones
 vanish. New chunks go in before stale ones are deleted, so a search in between sees old or new
-facts, never neither.
+facts, never neither. Each chunk records the file it came from (`ingested_from`): a JSON or JSONL
+file holds one document per record, and re-ingesting the file also deletes the documents of
+records it no longer holds (`drop_unlisted`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from retrieval.chunking import chunk_id, chunk_text
+from retrieval.chunking import Chunk, chunk_id, chunk_text
 from retrieval.embeddings import Embedder
 from retrieval.errors import RetrievalError
 from retrieval.loaders import Document, load_bytes
@@ -54,34 +56,47 @@ class IngestReport:
         )
 
 
-def ingest_batch(
-    col: Any,
-    embedder: Embedder,
-    docs: list[Document],
-    report: IngestReport,
-    chunk_tokens: int,
-    overlap: int,
-) -> None:
-    """Add or replace `docs` in `col`, counting into `report`."""
+Prepared = tuple[Document, list[Chunk]]
+
+
+def prepare(docs: list[Document], chunk_tokens: int, overlap: int) -> list[Prepared]:
+    """Each document with its chunks; refuses one without text before anything is written."""
+    out = []
+    for doc in docs:
+        chunks = chunk_text(doc.text, chunk_tokens, overlap)
+        if not chunks:  # e.g. a Markdown or HTML file holding only headings
+            what = doc.origin if doc.origin == doc.doc_id else f"record {doc.doc_id!r}"
+            if doc.origin and doc.origin != doc.doc_id:
+                what += f" in {doc.origin}"
+            raise RetrievalError(
+                f"{what} has no text to index, only headings or markup", "empty_file"
+            )
+        out.append((doc, chunks))
+    return out
+
+
+def ingest_batch(col: Any, embedder: Embedder, batch: list[Prepared], report: IngestReport) -> None:
+    """Add or replace the batch's documents in `col`, counting into `report`."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    latest = {doc.doc_id: doc for doc in docs}  # an id repeated in one batch: the last one wins
+    latest = {doc.doc_id: (doc, chunks) for doc, chunks in batch}  # a repeated id: the last wins
     have = col.get(where={"doc_id": {"$in": list(latest)}}, include=["metadatas"])
-    existing: dict[str, set[str]] = defaultdict(set)
+    existing: dict[str, dict[str, str]] = defaultdict(dict)
     for cid, meta in zip(have["ids"], have["metadatas"], strict=True):
-        existing[str(meta["doc_id"])].add(cid)
+        existing[str(meta["doc_id"])][cid] = str(meta.get("ingested_from", ""))
     ids: list[str] = []
     texts: list[str] = []
     inputs: list[str] = []
     metas: list[dict[str, Any]] = []
     stale: list[str] = []
-    for doc in latest.values():
-        chunks = chunk_text(doc.text, chunk_tokens, overlap)
+    for doc, chunks in latest.values():
         wanted = {chunk_id(doc.source, c.position, c.text): c for c in chunks}
-        old = existing.get(doc.doc_id, set())
+        old = existing.get(doc.doc_id, {})
         report.documents += 1
         report.doc_ids.append(doc.doc_id)
-        fresh = [i for i in wanted if i not in old]
-        gone = sorted(old - set(wanted))
+        # A chunk stored under another file (or before files were recorded) is written again,
+        # so that re-ingesting or deleting its file finds it.
+        fresh = [i for i in wanted if old.get(i) != doc.origin]
+        gone = sorted(set(old) - set(wanted))
         if not fresh and not gone:
             report.unchanged += 1
             continue
@@ -96,6 +111,8 @@ def ingest_batch(
             metas.append({
                 **doc.metadata, "doc_id": doc.doc_id, "source": doc.source, "title": doc.title,
                 "heading": c.heading, "position": c.position, "ingested_at": now,
+                # Chroma merges metadata on upsert; None removes a file recorded before.
+                "ingested_from": doc.origin or None,
             })  # fmt: skip
     if ids:
         vectors = embedder.embed(inputs)
@@ -107,6 +124,26 @@ def ingest_batch(
     if stale:
         col.delete(ids=stale)
         report.removed += len(stale)
+
+
+def drop_unlisted(col: Any, docs: list[Document], report: IngestReport) -> None:
+    """Delete documents that earlier ingests took from these files and that they no longer hold
+    (records removed from a JSONL file, or records without an id whose text changed)."""
+    listed: dict[str, set[str]] = defaultdict(set)
+    for doc in docs:
+        if doc.origin:
+            listed[doc.origin].add(doc.doc_id)
+    if not listed:
+        return
+    have = col.get(where={"ingested_from": {"$in": list(listed)}}, include=["metadatas"])
+    stale = [
+        cid
+        for cid, meta in zip(have["ids"], have["metadatas"], strict=True)
+        if str(meta["doc_id"]) not in listed[str(meta["ingested_from"])]
+    ]
+    for i in range(0, len(stale), UPSERT_BATCH):
+        col.delete(ids=stale[i : i + UPSERT_BATCH])
+    report.removed += len(stale)
 
 
 def expand_paths(paths: list[Path]) -> list[Path]:
@@ -129,7 +166,8 @@ def expand_paths(paths: list[Path]) -> list[Path]:
 
 
 def load_paths(paths: list[Path], max_bytes: int) -> list[Document]:
-    """Documents from files on disk; each file's path (as given) is its doc id and source."""
+    """Documents from files on disk; each file's path (as given) is its doc id and source
+    (for JSON and JSONL: the origin of its records)."""
     docs: list[Document] = []
     for path in expand_paths(paths):
         size = path.stat().st_size

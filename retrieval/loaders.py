@@ -15,18 +15,26 @@ TEXT_TYPES = {".txt", ".text", ".md", ".markdown"}
 HTML_TYPES = {".html", ".htm"}
 RECORD_TYPES = {".json", ".jsonl"}
 SUPPORTED = sorted(TEXT_TYPES | HTML_TYPES | RECORD_TYPES | {".pdf"})
-RESERVED = {"doc_id", "source", "title", "position", "heading", "ingested_at", "text"}
+RESERVED = {
+    "doc_id", "source", "title", "position", "heading", "ingested_at", "ingested_from", "text",
+}  # fmt: skip
 
 
 @dataclass
 class Document:
-    """One logical document: re-ingesting the same doc_id replaces its chunks."""
+    """One logical document: re-ingesting the same doc_id replaces its chunks.
+
+    `origin` names the file the document came from ('' for records sent as JSON). A JSON or
+    JSONL file holds many documents; re-ingesting the file replaces all of them, so records
+    removed from it vanish too (see `ingest.drop_unlisted`).
+    """
 
     doc_id: str
     source: str
     title: str
     text: str
     metadata: dict[str, str | int | float | bool] = field(default_factory=dict)
+    origin: str = ""
 
 
 def _decode(name: str, data: bytes) -> str:
@@ -57,13 +65,28 @@ def _html_to_text(html: str) -> tuple[str, str]:
 
 def _pdf_to_text(name: str, data: bytes) -> str:
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    from pypdf.errors import DependencyError, FileNotDecryptedError
 
+    encrypted = RetrievalError(
+        f"{name} is encrypted; send a copy without a password", "encrypted_pdf", 415
+    )
     try:
         reader = PdfReader(io.BytesIO(data))
+        # Many PDFs carry only an owner password ("no printing"); the empty user password opens
+        # them. A real user password does not, and AES may need a crypto package we lack.
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise encrypted
         return "\n\n".join(page.extract_text() or "" for page in reader.pages)
-    except (PdfReadError, ValueError, KeyError) as exc:
-        raise RetrievalError(f"{name} is not a readable PDF: {exc}", "invalid_pdf") from None
+    except (FileNotDecryptedError, DependencyError):
+        raise encrypted from None
+    except RetrievalError:
+        raise
+    except Exception as exc:
+        # pypdf raises whatever a damaged file provokes (IndexError, TypeError, RecursionError,
+        # ...), not only its own errors; any of them means this upload cannot be read.
+        raise RetrievalError(
+            f"{name} is not a readable PDF ({type(exc).__name__}: {exc})", "invalid_pdf"
+        ) from None
 
 
 def _first_heading(text: str) -> str:
@@ -74,7 +97,10 @@ def _first_heading(text: str) -> str:
 
 
 def record_to_document(record: Any, where: str, source_prefix: str = "") -> Document:
-    """A JSON record `{"text", "id"?, "source"?, "title"?, ...scalars}` as a Document."""
+    """A JSON record `{"text", "id"?, "source"?, "title"?, ...scalars}` as a Document.
+
+    `source_prefix`: the file the record came from (also its `origin`), '' for a bare record.
+    """
     if not isinstance(record, dict):
         raise RetrievalError(f"{where}: a record must be a JSON object with a 'text' field")
     text = record.get("text")
@@ -100,6 +126,7 @@ def record_to_document(record: Any, where: str, source_prefix: str = "") -> Docu
         title=str(record.get("title") or ""),
         text=text,
         metadata=metadata,
+        origin=source_prefix,
     )
 
 
@@ -128,7 +155,8 @@ def load_bytes(name: str, data: bytes, max_bytes: int) -> list[Document]:
         text, title = _html_to_text(raw) if suffix in HTML_TYPES else (raw, "")
     if not text.strip():
         raise RetrievalError(f"{name} has no text to index", "empty_file")
-    return [Document(name, name, title or _first_heading(text) or PurePath(name).stem, text)]
+    title = title or _first_heading(text) or PurePath(name).stem
+    return [Document(name, name, title, text, origin=name)]
 
 
 def _records(name: str, raw: str, suffix: str) -> list[Document]:
@@ -143,7 +171,9 @@ def _records(name: str, raw: str, suffix: str) -> list[Document]:
         docs = [record_to_document(r, f"{name} record {i + 1}", name) for i, r in enumerate(items)]
     else:
         docs = []
-        for lineno, line in enumerate(raw.splitlines(), 1):
+        # JSONL separates records by "\n" only (a "\r" before it is JSON whitespace): splitlines()
+        # would also split inside strings holding U+2028 or U+0085, which JSON allows unescaped.
+        for lineno, line in enumerate(raw.split("\n"), 1):
             if not line.strip():
                 continue
             try:

@@ -2,9 +2,10 @@
 
 Fusion. Each leg ranks its candidates (ties share a rank) and reciprocal rank fusion adds
 1 / (60 + rank) over the legs. The lexical leg votes with tolerance: BM25 scores within 10% of
-each other share a rank, and matches under 10% of the best BM25 score do not vote at all (see
-`fusion.py`). In hybrid mode a third ranking joins when the query holds identifiers (a letter and
-a digit in one token, like SKU-4471): candidates containing them verbatim, most first.
+each other share a rank, and in hybrid mode matches under 10% of the best BM25 score do not vote
+at all (see `fusion.py`). In hybrid mode a third ranking joins when the query holds identifiers
+(a letter and a digit in one token, like SKU-4471): candidates containing them verbatim, most
+first.
 Embeddings blur such tokens, and without this ranking an exact match that only BM25 ranks first
 ties with the dense leg's favourite (bench/retrieval.py measures the difference).
 
@@ -88,15 +89,35 @@ def check_request(top_k: int, where: dict[str, Any] | None, mode: str) -> None:
         raise RetrievalError(
             f"top_k must be between 1 and {MAX_TOP_K}; got {top_k}", "invalid_top_k"
         )
-    if where is not None and (
-        not isinstance(where, dict)
-        or not all(isinstance(k, str) for k in where)
-        or not all(isinstance(v, str | int | float | bool) for v in where.values())
-    ):
+    if where is not None:
+        check_where(where)
+
+
+def check_where(where: Any) -> None:
+    """Refuse a filter Chroma would reject: only `{field: plain value}` equality is offered."""
+    example = 'like {"lang": "en"}'
+    if not isinstance(where, dict):
         raise RetrievalError(
-            'where must map metadata fields to plain values, like {"lang": "en"}',
-            "invalid_filter",
+            f"where must map metadata fields to plain values, {example}", "invalid_filter"
         )
+    for key, value in where.items():
+        # Chroma reads keys starting with $ as operators ($and, $or, ...), and fails on them.
+        if not isinstance(key, str) or not key or key.startswith("$"):
+            raise RetrievalError(
+                f"where: {key!r} is not a metadata field name; operators such as $or are not "
+                f"supported, only equality on fields, {example}",
+                "invalid_filter",
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RetrievalError(
+                f"where: {key!r} must be a finite number; got {value}", "invalid_filter"
+            )
+        if not isinstance(value, str | int | float | bool):
+            raise RetrievalError(
+                f"where: {key!r} must map to a plain value (string, number or boolean), "
+                f"{example}; got {type(value).__name__}",
+                "invalid_filter",
+            )
 
 
 def identifiers(query: str) -> set[str]:
@@ -162,7 +183,9 @@ def search_collection(
         for cid, (text, _) in records.items()
         if (n := sum(_contains(text, i) for i in idents))
     }
-    floor = LEXICAL_FLOOR * max(lexical_scores.values(), default=0.0)
+    # The floor keeps weak lexical matches from outvoting the dense leg; in bm25 mode there is
+    # no other leg, and dropping them would return fewer than top_k real matches.
+    floor = LEXICAL_FLOOR * max(lexical_scores.values(), default=0.0) if mode == "hybrid" else 0.0
     lexical_votes = {c: v for c, v in lexical_scores.items() if v >= floor}
     rankings = [ranks(dense), ranks(lexical_votes, LEXICAL_TIE)]
     legs = 1 if mode != "hybrid" else 2

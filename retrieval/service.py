@@ -9,6 +9,7 @@ by at most that rebuild, and can never answer with chunks Chroma no longer has.
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections import defaultdict
 from pathlib import Path
@@ -19,8 +20,10 @@ from retrieval.embeddings import Embedder, SentenceTransformerEmbedder
 from retrieval.ingest import (
     INGEST_BATCH,
     IngestReport,
+    drop_unlisted,
     ingest_batch,
     load_paths,
+    prepare,
     progress_bar,
 )
 from retrieval.loaders import Document, load_bytes, record_to_document
@@ -84,20 +87,25 @@ class RetrievalService:
     def ingest_documents(
         self, tenant: str, docs: list[Document], progress: bool = False
     ) -> IngestReport:
-        """Add or replace documents: unchanged chunks stay, stale ones go, new ones are embedded."""
+        """Add or replace documents: unchanged chunks stay, stale ones go, new ones are embedded.
+
+        Documents from a file replace everything earlier ingests took from that file.
+        """
         check_tenant(tenant)
+        prepared = prepare(docs, self.chunk_tokens, self.overlap)
         report = IngestReport()
         with self.store.guard(), self._locks[tenant]:
             col = self.store.collection(tenant, self.embedder.name, create=True)
             failed = True
             try:
                 with progress_bar(progress, len(docs)) as advance:
-                    for start in range(0, len(docs), INGEST_BATCH):
-                        batch = docs[start : start + INGEST_BATCH]
-                        ingest_batch(
-                            col, self.embedder, batch, report, self.chunk_tokens, self.overlap
-                        )
+                    for start in range(0, len(prepared), INGEST_BATCH):
+                        batch = prepared[start : start + INGEST_BATCH]
+                        ingest_batch(col, self.embedder, batch, report)
                         advance(len(batch))
+                # Only after every batch landed: a failed ingest must not delete what it has
+                # not replaced yet.
+                drop_unlisted(col, docs, report)
                 failed = False
             finally:
                 if failed or report.added or report.removed:
@@ -107,7 +115,12 @@ class RetrievalService:
 
     def ingest_bytes(self, tenant: str, filename: str, data: bytes) -> IngestReport:
         """Ingest one uploaded file; its name gives the type, the doc id and the source."""
-        return self.ingest_documents(tenant, load_bytes(filename, data, self.max_file_bytes))
+        return self.ingest_files(tenant, [(filename, data)])
+
+    def ingest_files(self, tenant: str, files: list[tuple[str, bytes]]) -> IngestReport:
+        """Ingest uploaded (name, bytes) pairs; every file is parsed before any is written."""
+        docs = [doc for name, data in files for doc in load_bytes(name, data, self.max_file_bytes)]
+        return self.ingest_documents(tenant, docs)
 
     def ingest_paths(self, tenant: str, paths: list[Path], progress: bool = False) -> IngestReport:
         """Ingest files and directories from disk (every file is validated before any write)."""
@@ -122,14 +135,27 @@ class RetrievalService:
 
     # -- delete -------------------------------------------------------------------------------
     def delete_document(self, tenant: str, doc_id: str) -> int:
-        """Remove a document's chunks; returns how many there were (0: no such document)."""
-        return self._delete(tenant, {"doc_id": doc_id})
+        """Remove a document's chunks (a JSON/JSONL file's name: all its records); returns how
+        many there were (0: no such document)."""
+        return self._delete(tenant, {"$or": [{"doc_id": doc_id}, {"ingested_from": doc_id}]})
 
     def delete_source(self, tenant: str, source: str) -> int:
-        """Remove every chunk from `source`; returns how many there were."""
-        return self._delete(tenant, {"source": source})
+        """Remove every chunk from `source` (a file's name: also all its records); returns how
+        many there were."""
+        return self._delete(tenant, {"$or": [{"source": source}, {"ingested_from": source}]})
 
-    def _delete(self, tenant: str, where: dict[str, str]) -> int:
+    def drop_tenant(self, tenant: str) -> bool:
+        """Delete the tenant's collection and BM25 index, so a tenant created later under the
+        same name starts empty; returns whether there was a collection."""
+        check_tenant(tenant)
+        with self._locks[tenant]:
+            existed = self.store.drop(tenant)
+            self._lexical.pop(tenant, None)
+            for path in (self.bm25_dir / tenant, self.bm25_dir / f"{tenant}.old"):
+                shutil.rmtree(path, ignore_errors=True)
+        return existed
+
+    def _delete(self, tenant: str, where: dict[str, Any]) -> int:
         check_tenant(tenant)
         with self.store.guard(), self._locks[tenant]:
             col = self.store.collection(tenant, self.embedder.name, create=False)

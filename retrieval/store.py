@@ -64,6 +64,12 @@ def _is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, ValueError) and "could not connect" in str(exc).lower()
 
 
+def _is_not_found(exc: BaseException) -> bool:
+    # NotFoundError or ValueError, by Chroma version.
+    text = str(exc).lower()
+    return "does not exist" in text or "not found" in text
+
+
 class ChromaStore:
     """Lazily opened Chroma client plus the per-tenant collection rules."""
 
@@ -126,9 +132,8 @@ class ChromaStore:
             else:
                 try:
                     col = self.client().get_collection(name, embedding_function=None)
-                except Exception as exc:  # NotFoundError or ValueError, by Chroma version
-                    text = str(exc).lower()
-                    if "does not exist" in text or "not found" in text:
+                except Exception as exc:
+                    if _is_not_found(exc):
                         return None
                     raise
         recorded = (col.metadata or {}).get(MODEL_KEY)
@@ -141,6 +146,17 @@ class ChromaStore:
                 409,
             )
         return col
+
+    def drop(self, tenant: str) -> bool:
+        """Delete the tenant's collection, whatever model built it; False if there was none."""
+        with self.guard():
+            try:
+                self.client().delete_collection(collection_name(tenant))
+            except Exception as exc:
+                if _is_not_found(exc):
+                    return False
+                raise
+        return True
 
     def bump_version(self, col: Any) -> None:
         """Mark the collection as changed, so every BM25 index built from it goes stale."""

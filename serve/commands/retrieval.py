@@ -64,7 +64,8 @@ def ingest(
 
     Unchanged files are skipped; a changed file replaces its old chunks, so stale facts vanish.
     A file's path, as given, is its document id (use it with `loraplex docs delete`).
-    JSON/JSONL files hold records: {"id", "text", "source", "title", ...scalar metadata}.
+    JSON/JSONL files hold records: {"id", "text", "source", "title", ...scalar metadata}; each
+    record is a document, and re-ingesting the file drops the records it no longer holds.
 
     Examples:
 
@@ -130,6 +131,8 @@ def delete(
     config: ConfigOpt = None,
 ) -> None:
     """Delete a document's chunks (or, with --source, every chunk from a source).
+
+    A JSON/JSONL file's path deletes every record ingested from it.
 
     Example: loraplex docs delete --tenant acme docs/returns.md
     """

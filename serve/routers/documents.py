@@ -10,7 +10,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from retrieval.embeddings import SentenceTransformerEmbedder
-from retrieval.ingest import IngestReport
 from retrieval.service import RetrievalService
 from serve.deps import StateDep, TenantDep
 from serve.errors import ApiError
@@ -53,7 +52,9 @@ def _service(state: Any) -> RetrievalService:
 async def add_documents(request: Request, state: StateDep, tenant: TenantDep) -> dict[str, Any]:
     """Ingest files (multipart, field `file`, repeatable) or JSON `{"records": [...]}`.
 
-    Re-sending an unchanged document changes nothing; a changed one replaces its old chunks.
+    Re-sending an unchanged document changes nothing; a changed one replaces its old chunks, and
+    a re-sent JSON/JSONL file drops the records it no longer holds. Every file is checked before
+    any is written, so one bad file leaves the collection as it was.
     """
     service = _service(state)
     ctype = request.headers.get("content-type", "")
@@ -62,12 +63,12 @@ async def add_documents(request: Request, state: StateDep, tenant: TenantDep) ->
         files = [f for f in form.getlist("file") if isinstance(f, UploadFile)]
         if not files:
             raise ApiError(400, "send one or more files in the multipart field 'file'", "no_files")
-        report = IngestReport()
-        for upload in files:
-            data = await _read_limited(upload, state.settings.max_upload_bytes)
-            name = upload.filename or "upload.txt"
-            one = await run_in_threadpool(service.ingest_bytes, tenant.name, name, data)
-            report = report.merge(one)
+        limit = state.settings.max_upload_bytes
+        uploads = [
+            (upload.filename or "upload.txt", await _read_limited(upload, limit))
+            for upload in files
+        ]
+        report = await run_in_threadpool(service.ingest_files, tenant.name, uploads)
         return report.to_dict()
     body_bytes = await request.body()
     if len(body_bytes) > state.settings.max_upload_bytes:

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from serve.deps import AdminDep, StateDep
 from serve.tenants import Tenant, TenantError
@@ -52,7 +53,12 @@ async def add_key(name: str, state: StateDep, _: AdminDep) -> dict[str, Any]:
 
 @router.delete("/{name}")
 async def delete_tenant(name: str, state: StateDep, _: AdminDep) -> dict[str, Any]:
+    """Delete the tenant, its keys and its documents (Chroma collection and BM25 index)."""
     state.tenants.delete(name)
+    # After the row, so that no key can ingest again in between; left behind, the documents
+    # would reappear for a new tenant of the same name.
+    if state.retrieval is not None:
+        await run_in_threadpool(state.retrieval.drop_tenant, name)
     return {"name": name, "deleted": True}
 
 

@@ -87,6 +87,24 @@ def test_bm25_mode_and_filters_and_empty_query() -> None:
     assert search_collection(col, lambda: index, OneHot(), "   ").hits == []
 
 
+def test_bm25_mode_keeps_weak_matches_that_hybrid_leaves_out_of_fusion() -> None:
+    # "sku" is in every chunk, so chunks matching only it score far under 10% of the kettle's
+    texts = ["SKU-1 the kettle."] + [f"SKU-{i} item number {i}." for i in range(2, 10)]
+    ids = [f"d{i}" for i in range(1, 10)]
+    metas = [{"doc_id": i, "source": f"{i}.md"} for i in ids]
+    col = FakeCollection(ids, texts, OneHot().embed(texts), metas)
+    index = bm25.build(ids, texts, metas, "v1")
+    scores = dict(index.search("sku kettle", 10))
+    assert scores["d2"] < 0.1 * scores["d1"]
+    hits = search_collection(col, lambda: index, OneHot(), "sku kettle", top_k=3, mode="bm25").hits
+    assert len(hits) == 3 and hits[0].id == "d1" and all(h.bm25 for h in hits)
+    # In hybrid mode the floor stays: the weak chunks get only the dense leg's vote (all tie
+    # there, as no colour is named), half the best possible score.
+    hybrid = search_collection(col, lambda: index, OneHot(), "sku kettle", top_k=9).hits
+    assert hybrid[0].id == "d1"
+    assert {h.score for h in hybrid[1:]} == {0.5}
+
+
 def test_identifiers_need_a_letter_and_a_digit() -> None:
     assert identifiers("How much is SKU-4471, and E1234?") == {"sku-4471", "e1234"}
     assert identifiers("ships in 3-5 days for 2024, size A4") == set()
@@ -117,8 +135,12 @@ def test_rrf_normalised_three_legs() -> None:
         (4, None, "fuzzy", "mode must be one of"),
         (0, None, "hybrid", "top_k must be between 1 and 50"),
         (51, None, "hybrid", "top_k"),
-        (4, {"tags": ["a"]}, "hybrid", "plain values"),
+        (4, {"tags": ["a"]}, "hybrid", "'tags' must map to a plain value"),
         (4, "lang=en", "hybrid", "plain values"),
+        (4, {"$or": "x"}, "hybrid", "'\\$or' is not a metadata field name"),
+        (4, {"lang": "en", "$and": []}, "hybrid", "operators such as \\$or are not supported"),
+        (4, {"": "x"}, "hybrid", "not a metadata field name"),
+        (4, {"n": float("inf")}, "hybrid", "'n' must be a finite number"),
     ],
 )
 def test_bad_search_requests(top_k, where, mode, match) -> None:
