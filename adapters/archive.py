@@ -8,6 +8,7 @@ once unpacked (zip bombs). The adapter files may sit at the root or in one top-l
 from __future__ import annotations
 
 import io
+import lzma
 import shutil
 import tarfile
 import tempfile
@@ -15,11 +16,20 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 from adapters.errors import AdapterError, UploadTooLarge
 
 MAX_MEMBERS = 16  # an adapter is 2 files (plus a README and folders at most)
+# What reading a damaged archive raises besides zipfile's and tarfile's own errors: gzip and bz2
+# report bad data as OSError, xz as LZMAError, deflate as zlib.error, a short stream as EOFError.
+# Only reads are wrapped in it, so a full disk while writing stays the server error it is.
+DAMAGED = (zipfile.BadZipFile, tarfile.TarError, zlib.error, lzma.LZMAError, EOFError, OSError)
+# Opening a zip or a member also parses headers: a mangled one can hold an offset before the
+# file's start (ValueError) or a zip version newer than zipfile knows (NotImplementedError).
+ZIP_DAMAGED = (*DAMAGED, ValueError, NotImplementedError)
+# What zipfile can unpack (with the standard library's zlib, bz2 and lzma).
+ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
 
 
 def _source(data: bytes | Path) -> Any:
@@ -40,16 +50,48 @@ def _check_name(name: str) -> PurePosixPath:
     return path
 
 
+def _corrupt(exc: BaseException) -> AdapterError:
+    return AdapterError(f"archive is corrupt: {exc}", "not_an_archive")
+
+
+def _write(
+    src: IO[bytes], dest: Path, rel: PurePosixPath, name: str, written: int, max_bytes: int
+) -> int:
+    """Copy one member to `dest / rel`; return the bytes unpacked so far, `written` included.
+    Real bytes are counted against `max_bytes`: a zip's declared sizes can lie."""
+    if not rel.parts:  # `.` names the folder itself (`tar -C dir .` lists it as a folder)
+        raise AdapterError(f"archive member {name!r} is a file without a name", "unsafe_archive")
+    target = dest / rel
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        out = target.open("wb")
+    except (FileExistsError, NotADirectoryError, IsADirectoryError):
+        raise AdapterError(
+            f"archive member {name!r} clashes with another member: a file and a folder of the "
+            "same name",
+            "unsafe_archive",
+        ) from None
+    with out:
+        while True:
+            try:
+                block = src.read(1 << 20)
+            except DAMAGED as exc:
+                raise _corrupt(exc) from None
+            if not block:
+                return written
+            written += len(block)
+            if written > max_bytes:
+                raise UploadTooLarge(f"archive unpacks to more than {max_bytes} bytes")
+            out.write(block)
+
+
 def extract_archive(data: bytes | Path, dest_root: Path, max_bytes: int) -> Path:
     """Unpack `data` (the archive's bytes, or a file holding them) into a new directory under
     `dest_root`; return the adapter directory inside it. The caller removes the new directory."""
     opener = _zip_members if zipfile.is_zipfile(_source(data)) else _tar_members
     dest = Path(tempfile.mkdtemp(prefix="upload-", dir=dest_root))
     try:
-        try:
-            opener(data, dest, max_bytes)
-        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-            raise AdapterError(f"archive is corrupt: {exc}", "not_an_archive") from None
+        opener(data, dest, max_bytes)
         return _adapter_dir(dest)
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
@@ -71,7 +113,11 @@ def _budget(members: list[Member], max_bytes: int) -> None:
 
 
 def _zip_members(data: bytes | Path, dest: Path, max_bytes: int) -> None:
-    with zipfile.ZipFile(_source(data)) as zf:
+    try:
+        zf = zipfile.ZipFile(_source(data))
+    except ZIP_DAMAGED as exc:
+        raise _corrupt(exc) from None
+    with zf:
         infos = zf.infolist()
         members = [Member(i.filename, i.file_size, not i.is_dir()) for i in infos]
         _budget(members, max_bytes)
@@ -87,15 +133,23 @@ def _zip_members(data: bytes | Path, dest: Path, max_bytes: int) -> None:
                     "are refused)",
                     "unsafe_archive",
                 )
-            target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, target.open("wb") as out:
-                # Count real bytes: a zip's declared sizes can lie.
-                while block := src.read(1 << 20):
-                    written += len(block)
-                    if written > max_bytes:
-                        raise UploadTooLarge(f"archive unpacks to more than {max_bytes} bytes")
-                    out.write(block)
+            if info.flag_bits & 0x1:
+                raise AdapterError(
+                    f"archive member {info.filename!r} is encrypted; upload it without a password",
+                    "unsupported_archive",
+                )
+            if info.compress_type not in ZIP_METHODS:
+                raise AdapterError(
+                    f"archive member {info.filename!r} uses zip compression method "
+                    f"{info.compress_type}, which cannot be unpacked; use deflate (zip's default)",
+                    "unsupported_archive",
+                )
+            try:
+                src = zf.open(info)
+            except ZIP_DAMAGED as exc:
+                raise _corrupt(exc) from None
+            with src:
+                written = _write(src, dest, rel, info.filename, written, max_bytes)
 
 
 def _tar_members(data: bytes | Path, dest: Path, max_bytes: int) -> None:
@@ -116,8 +170,9 @@ def _tar_members(data: bytes | Path, dest: Path, max_bytes: int) -> None:
             for info in tf:
                 infos.append(info)
                 _budget([Member(i.name, i.size, i.isfile()) for i in infos], max_bytes)
-        except tarfile.TarError as exc:
-            raise AdapterError(f"tar archive is corrupt: {exc}", "not_an_archive") from None
+        except DAMAGED as exc:
+            raise _corrupt(exc) from None
+        written = 0
         for info in infos:
             rel = _check_name(info.name)
             if info.isdir():
@@ -128,12 +183,10 @@ def _tar_members(data: bytes | Path, dest: Path, max_bytes: int) -> None:
                     "are refused)",
                     "unsafe_archive",
                 )
-            target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
             src = tf.extractfile(info)
             assert src is not None
-            with src, target.open("wb") as out:
-                shutil.copyfileobj(src, out)
+            with src:
+                written = _write(src, dest, rel, info.name, written, max_bytes)
 
 
 def _adapter_dir(dest: Path) -> Path:

@@ -43,6 +43,8 @@ class HotSwapper:
             )
         except httpx.HTTPError as exc:
             return ReplicaResult(url, False, f"unreachable: {type(exc).__name__}")
+        # A served name is never reused for other weights (the registry never hands out a
+        # version number twice), so a replica that already holds it holds these weights.
         if resp.status_code == 200 or "already been loaded" in resp.text:
             self.loaded[url].add(served_name)
             return ReplicaResult(url, True)

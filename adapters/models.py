@@ -46,3 +46,13 @@ class VersionRow(Base):
     eval_report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     exemplars: Mapped[list[str]] = mapped_column(JSON, default=list)
     adapter: Mapped[AdapterRow] = relationship(back_populates="versions")
+
+
+class VersionCounterRow(Base):
+    """The highest version number a name has used. Kept when the adapter is removed, so a
+    number (and with it a served name, `NAME-vN`) is never given to different weights."""
+
+    __tablename__ = "adapter_version_counters"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    last_version: Mapped[int] = mapped_column(Integer)

@@ -1,7 +1,8 @@
 """The adapter registry: the system of record for adapter names, versions, aliases and lineage.
 
-Versions are immutable and numbered from 1. Each adapter has a `prod` alias; `NAME` alone means
-`NAME@prod`, and `NAME@N` a specific version. The vLLM name of a version is `NAME-vN`.
+Versions are immutable and numbered from 1; a number is never given out twice for a name, even
+after the version or the whole adapter is removed. Each adapter has a `prod` alias; `NAME` alone
+means `NAME@prod`, and `NAME@N` a specific version. The vLLM name of a version is `NAME-vN`.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from sqlalchemy.orm import Session
 
 from adapters.db import make_engine
 from adapters.errors import AdapterConflict, AdapterError, AdapterNotFound
-from adapters.models import AdapterRow, VersionRow
+from adapters.models import AdapterRow, VersionCounterRow, VersionRow
 from adapters.store import ArtifactStore
 from adapters.validation import AdapterInfo, check_files, validate_adapter
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-SERVED_RE = re.compile(r"^(?P<name>.+)-v(?P<version>\d+)$")
+SERVED_RE = re.compile(r"^(?P<name>.+)-v(?P<version>[0-9]+)$")
+# ASCII digits only: str.isdigit() and \d accept characters such as '²' that int() refuses.
+NUMBER_RE = re.compile(r"[0-9]+")
 EVERYONE = "*"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -98,7 +101,7 @@ def parse_ref(ref: str) -> tuple[str, int | str]:
     name, _, selector = ref.partition("@")
     if not selector:
         return name, "prod"
-    if selector.isdigit():
+    if NUMBER_RE.fullmatch(selector):
         return name, int(selector)
     return name, selector
 
@@ -209,7 +212,7 @@ class AdapterRegistry:
                     s.add(row)
                 elif shared_with:
                     row.shared_with = sorted(set(row.shared_with) | set(shared_with))
-                number = max((v.version for v in row.versions), default=0) + 1
+                number = self._next_number(s, row)
                 version = VersionRow(
                     version=number,
                     digest=info.digest,
@@ -299,9 +302,11 @@ class AdapterRegistry:
                     row.versions.remove(version)
                     s.delete(version)
             s.commit()
-        for av in gone:
-            if not self._digest_in_use(av.digest):
-                self.store.delete(av.digest)
+            # Under the lock: a registration of the same bytes waits, so it can neither reuse
+            # a directory about to be deleted nor have its new reference overlooked here.
+            for av in gone:
+                if not self._digest_in_use(av.digest):
+                    self.store.delete(av.digest)
         return gone
 
     # -- reading --------------------------------------------------------------------------------
@@ -360,6 +365,16 @@ class AdapterRegistry:
                 return v
         have = ", ".join(str(v.version) for v in row.versions)
         raise AdapterNotFound(f"{row.name} has no version {number} (versions: {have})")
+
+    def _next_number(self, s: Session, row: AdapterRow) -> int:
+        """The next version number of `row`, recorded so it is never handed out again."""
+        counter = s.get(VersionCounterRow, row.name)
+        if counter is None:
+            counter = VersionCounterRow(name=row.name, last_version=0)
+            s.add(counter)
+        number = max([counter.last_version, *(v.version for v in row.versions)]) + 1
+        counter.last_version = number
+        return number
 
     def _all_digests(self) -> set[str]:
         with Session(self.engine) as s:

@@ -38,7 +38,8 @@ class ArtifactStore:
     """Content-addressed adapter directories under `root`."""
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+        # Absolute: paths under it are handed to vLLM, whose working directory is not ours.
+        self.root = Path(root).resolve()
         (self.root / "sha256").mkdir(parents=True, exist_ok=True)
         (self.root / "staging").mkdir(parents=True, exist_ok=True)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import struct
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
             )
         try:
             header = json.loads(fh.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (ValueError, RecursionError):  # bad UTF-8 or JSON, over-long ints, deep nesting
             raise AdapterError(
                 f"{WEIGHTS} has a corrupt header: not a safetensors file", "corrupt_weights"
             ) from None
@@ -80,27 +81,35 @@ def read_safetensors_header(path: Path) -> dict[str, Any]:
     for name, meta in header.items():
         if name == "__metadata__":
             continue
-        try:
-            start, stop = meta["data_offsets"]
-            shape = [int(d) for d in meta["shape"]]
-        except (KeyError, TypeError, ValueError):
+        if not (
+            isinstance(meta, dict)
+            and _counts(meta.get("shape"))
+            and _counts(meta.get("data_offsets"), length=2)
+            and meta["data_offsets"][0] <= meta["data_offsets"][1]
+        ):
             raise AdapterError(
                 f"{WEIGHTS}: tensor {name!r} has no valid shape/offsets", "corrupt_weights"
-            ) from None
-        end = max(end, int(stop))
+            )
+        end = max(end, meta["data_offsets"][1])
         if meta.get("dtype") not in DTYPES:
             raise AdapterError(
                 f"{WEIGHTS}: tensor {name!r} has dtype {meta.get('dtype')}; "
                 "use float32, float16 or bfloat16",
                 "unsupported_dtype",
             )
-        del start, shape
     if 8 + n + end != size:
         raise AdapterError(
             f"{WEIGHTS} is truncated or padded: header says {8 + n + end} bytes, file has {size}",
             "corrupt_weights",
         )
     return header
+
+
+def _counts(value: Any, length: int | None = None) -> bool:
+    """A list of non-negative integers (what safetensors stores as shapes and offsets)."""
+    if not isinstance(value, list) or (length is not None and len(value) != length):
+        return False
+    return all(type(v) is int and v >= 0 for v in value)  # type(): bool is an int subclass
 
 
 def _check_opens(weights: Path) -> None:
@@ -147,7 +156,7 @@ def validate_adapter(
     cfg_path = src / CONFIG
     try:
         config = json.loads(cfg_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, over-long ints, nesting
         raise AdapterError(f"{CONFIG} is not valid JSON: {exc}", "not_an_adapter") from None
     return _validate(src, config, base_model, max_rank, base_config, base_model_dir)
 
@@ -196,9 +205,9 @@ def _validate(
             "wrong_base_model",
         )
     rank = config.get("r")
-    if not isinstance(rank, int) or rank < 1:
+    if type(rank) is not int or rank < 1:
         raise AdapterError(
-            f"{CONFIG}: 'r' must be a positive integer, got {rank!r}", "invalid_rank"
+            f"{CONFIG}: 'r' must be a positive integer, got {rank!r:.60}", "invalid_rank"
         )
     if rank > max_rank:
         raise AdapterError(
@@ -212,6 +221,8 @@ def _validate(
             "train without modules_to_save (LoRA weights only)",
             "modules_to_save",
         )
+    alpha = _alpha(config.get("lora_alpha"), rank)
+    targets = _targets(config.get("target_modules"))
     header = read_safetensors_header(weights)
     _check_opens(weights)
     tensors = {k: v for k, v in header.items() if k != "__metadata__"}
@@ -219,17 +230,44 @@ def _validate(
         raise AdapterError(f"{WEIGHTS} holds no tensors", "corrupt_weights")
     if base_config is not None:
         _check_shapes(tensors, rank, base_config)
-    targets = config.get("target_modules") or []
-    if isinstance(targets, str):
-        targets = [targets]
     return AdapterInfo(
         base_model=base_model,
         rank=rank,
-        alpha=float(config.get("lora_alpha") or rank),
-        target_modules=sorted(targets),
+        alpha=alpha,
+        target_modules=targets,
         digest=sha256_file(weights),
         size_bytes=weights.stat().st_size + cfg_path.stat().st_size,
         config=config,
+    )
+
+
+def _alpha(value: Any, rank: int) -> float:
+    """`lora_alpha` as a positive finite number (peft's scale is alpha / r); missing means r."""
+    if value is None:
+        return float(rank)
+    if type(value) in (int, float):
+        try:
+            alpha = float(value)
+        except OverflowError:  # an int too large for a float
+            alpha = math.inf
+        if math.isfinite(alpha) and alpha > 0:
+            return alpha
+    raise AdapterError(
+        f"{CONFIG}: 'lora_alpha' must be a positive number, got {value!r:.60}", "invalid_alpha"
+    )
+
+
+def _targets(value: Any) -> list[str]:
+    """`target_modules`: peft accepts a list of module names or one name (a regex)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, list) and all(isinstance(t, str) for t in value):
+        return sorted(value)
+    raise AdapterError(
+        f"{CONFIG}: 'target_modules' must be a list of module names, got {value!r:.60}",
+        "invalid_target_modules",
     )
 
 

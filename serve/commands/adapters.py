@@ -159,13 +159,15 @@ def register(
       loraplex adapters register ./adapter --name faq --share '*' --no-promote
     """
     settings, registry = _open(config)
+    shared_with = [s.strip() for s in (share or "").split(",") if s.strip()]
+    _check_tenants(settings, [tenant] if tenant else [], shared_with)
     lineage = _lineage(directory)
     av = _run(
         registry.register,
         directory,
         name,
         owner=tenant,
-        shared_with=[s.strip() for s in (share or "").split(",") if s.strip()],
+        shared_with=shared_with,
         promote=promote,
         lineage=lineage,
         exemplars=_read_exemplars(exemplars) or _exemplars_beside(directory),
@@ -174,6 +176,22 @@ def register(
     typer.echo(f"{verb} {av.ref}{' (prod)' if av.is_prod else ''} digest {av.digest[:12]}")
     if av.is_prod:
         _notify(settings, gateway, admin_key, av.name)
+
+
+def _check_tenants(settings: Any, owners: list[str], shared_with: list[str]) -> None:
+    """Exit unless every named tenant exists (as the HTTP route requires): an adapter owned by
+    a tenant that does not exist could never be used, nor registered again by anyone else."""
+    from rich.markup import escape
+
+    from serve.cli import _tenant_service
+
+    tenants = _tenant_service(settings)
+    for option, names in (("--tenant", owners), ("--share", [t for t in shared_with if t != "*"])):
+        for t in names:
+            if tenants.get(t) is None:
+                err.print(escape(f"error: {option}: no tenant named {t!r}; create it with "
+                                 f"`loraplex tenants create {t}`"), style="red")  # fmt: skip
+                raise typer.Exit(2)
 
 
 def _lineage(directory: Path) -> dict[str, Any]:

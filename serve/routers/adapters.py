@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from adapters.archive import extract_archive
 from adapters.errors import UploadTooLarge
 from adapters.hotswap import HotSwapper, ReplicaResult
-from adapters.registry import AdapterRegistry, AdapterVersion
+from adapters.registry import SERVED_RE, AdapterRegistry, AdapterVersion
 from serve.deps import AdminDep, StateDep
 from serve.errors import ApiError
 from serve.settings import Settings
@@ -162,18 +162,20 @@ async def reload_adapters(
     state: StateDep, _: AdminDep, body: ReloadBody | None = None
 ) -> dict[str, Any]:
     """Bring every vLLM replica in line with the registry after it was edited elsewhere (the
-    CLI): load prod versions not loaded yet, unload versions that no longer exist."""
+    CLI): load prod versions not loaded yet, unload every other version (removed, rolled back
+    from, or no longer prod). A request for `NAME@N` loads that version again on demand."""
     name = body.name if body is not None else None
     versions = await run_in_threadpool(state.registry.versions, None, name)
+    prod = [av for av in versions if av.is_prod]
     load = {}
-    for av in versions:
-        if av.is_prod:
-            load[av.ref] = _loads(await state.hotswap.ensure_loaded(av.served_name, str(av.path)))
-    known = {av.served_name for av in await run_in_threadpool(state.registry.versions)}
+    for av in prod:
+        load[av.ref] = _loads(await state.hotswap.ensure_loaded(av.served_name, str(av.path)))
+    keep = {av.served_name for av in prod}
     tracked = set().union(*state.hotswap.loaded.values()) if state.hotswap.loaded else set()
     unload = {}
-    for served in sorted(tracked - known):
-        if name is None or served.rsplit("-v", 1)[0] == name:
+    for served in sorted(tracked - keep):
+        match = SERVED_RE.match(served)
+        if match is not None and (name is None or match["name"] == name):
             unload[served] = _loads(await state.hotswap.unload(served))
     return {"load": load, "unload": unload}
 

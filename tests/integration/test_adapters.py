@@ -142,12 +142,17 @@ def test_cli_changes_reach_the_running_gateway(stack, adapters_dir) -> None:
     assert "edited@2 loaded on 1/1" in cli("promote", "edited@2")
     assert "edited-v2" in held()
     assert ask(client, "edited").choices[0].message.content != v1_text
-    cli("rollback", "edited")
+    out = cli("rollback", "edited")
+    assert "unloaded edited-v2" in out and "edited-v2" not in held()
     assert ask(client, "edited").choices[0].message.content == v1_text
     assert "unloaded edited-v1" in cli("remove", "edited")
     assert not {"edited-v1", "edited-v2"} & held()
     with pytest.raises(openai.NotFoundError):
         ask(client, "edited")
+    # The name is free again, its version numbers are not: edited-v1 meant other weights.
+    out = cli("register", str(adapters_dir["v2"]), "--name", "edited", "--tenant", "ad-cli")
+    assert "registered edited@3 (prod)" in out and "edited-v3" in held()
+    cli("remove", "edited")
 
 
 def test_tenants_cannot_use_or_see_each_others_adapters(stack, adapters_dir) -> None:

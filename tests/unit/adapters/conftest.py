@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 
 TINY = {
@@ -72,3 +73,38 @@ def registry(tmp_path, base_dir):
         max_rank=16,
         base_model_dir=base_dir,
     )
+
+
+def _fake_replicas(refuse: set[str]):
+    """Replicas that behave like vLLM's runtime LoRA API; hosts in `refuse` fail loads."""
+    held: dict[str, set[str]] = {}
+    calls: list[tuple[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        host, path = request.url.host, request.url.path
+        calls.append((host, path))
+        names = held.setdefault(host, set())
+        if path == "/v1/models":
+            cards = [{"id": "base", "parent": None}]
+            cards += [{"id": n, "parent": "base"} for n in sorted(names)]
+            return httpx.Response(200, json={"object": "list", "data": cards})
+        body = json.loads(request.content)
+        if path == "/v1/load_lora_adapter":
+            if host in refuse:
+                return httpx.Response(500, text="out of memory")
+            if body["lora_name"] in names:
+                return httpx.Response(400, text="has already been loaded")
+            names.add(body["lora_name"])
+            return httpx.Response(200, text="ok")
+        if body["lora_name"] not in names:
+            return httpx.Response(404, text="cannot be found")
+        names.remove(body["lora_name"])
+        return httpx.Response(200, text="ok")
+
+    return handler, held, calls
+
+
+@pytest.fixture
+def fake_replicas():
+    """`fake_replicas(refuse)` -> (httpx handler, what each host holds, the calls made)."""
+    return _fake_replicas

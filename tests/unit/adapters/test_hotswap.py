@@ -1,47 +1,17 @@
 """Hot-swap fan-out against fake replicas (httpx MockTransport): no vLLM needed."""
 
 import asyncio
-import json
 
 import httpx
 
 from adapters.hotswap import HotSwapper, any_ok
 
 
-def fake_replicas(refuse: set[str]):
-    """Replicas that behave like vLLM's runtime LoRA API; hosts in `refuse` fail loads."""
-    held: dict[str, set[str]] = {}
-    calls: list[tuple[str, str]] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        host, path = request.url.host, request.url.path
-        calls.append((host, path))
-        names = held.setdefault(host, set())
-        if path == "/v1/models":
-            cards = [{"id": "base", "parent": None}]
-            cards += [{"id": n, "parent": "base"} for n in sorted(names)]
-            return httpx.Response(200, json={"object": "list", "data": cards})
-        body = json.loads(request.content)
-        if path == "/v1/load_lora_adapter":
-            if host in refuse:
-                return httpx.Response(500, text="out of memory")
-            if body["lora_name"] in names:
-                return httpx.Response(400, text="has already been loaded")
-            names.add(body["lora_name"])
-            return httpx.Response(200, text="ok")
-        if body["lora_name"] not in names:
-            return httpx.Response(404, text="cannot be found")
-        names.remove(body["lora_name"])
-        return httpx.Response(200, text="ok")
-
-    return handler, held, calls
-
-
 def swapper(urls, handler) -> HotSwapper:
     return HotSwapper(urls, httpx.AsyncClient(transport=httpx.MockTransport(handler)))
 
 
-def test_loads_fan_out_and_failures_are_reported() -> None:
+def test_loads_fan_out_and_failures_are_reported(fake_replicas) -> None:
     handler, held, calls = fake_replicas(refuse={"b"})
     swap = swapper(["http://a", "http://b"], handler)
 
@@ -63,7 +33,7 @@ def test_loads_fan_out_and_failures_are_reported() -> None:
     asyncio.run(run())
 
 
-def test_unsure_loads_ask_each_replica_first() -> None:
+def test_unsure_loads_ask_each_replica_first(fake_replicas) -> None:
     handler, held, calls = fake_replicas(refuse=set())
     swap = swapper(["http://a", "http://b"], handler)
 
@@ -80,7 +50,7 @@ def test_unsure_loads_ask_each_replica_first() -> None:
     asyncio.run(run())
 
 
-def test_already_loaded_counts_as_success() -> None:
+def test_already_loaded_counts_as_success(fake_replicas) -> None:
     handler, held, _ = fake_replicas(refuse=set())
     held["a"] = {"x-v1"}  # loaded by someone else (another gateway replica)
     swap = swapper(["http://a"], handler)
@@ -96,7 +66,7 @@ def test_unreachable_replica_is_reported() -> None:
     assert not results[0].ok and "unreachable: ConnectError" in results[0].detail
 
 
-def test_concurrent_loads_of_one_adapter_load_once() -> None:
+def test_concurrent_loads_of_one_adapter_load_once(fake_replicas) -> None:
     handler, held, calls = fake_replicas(refuse=set())
     swap = swapper(["http://a"], handler)
 

@@ -1,6 +1,7 @@
 import io
 import tarfile
 import zipfile
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -188,3 +189,72 @@ def test_the_stored_copy_is_what_was_validated(registry, adapter, monkeypatch) -
     assert list((registry.store.root / "sha256").iterdir()) == []
     assert list((registry.store.root / "staging").iterdir()) == []
     assert registry.versions() == []
+
+
+def test_version_numbers_are_never_reused(registry, make, tmp_path) -> None:
+    """A served name (`NAME-vN`) always means the same weights: vLLM may still hold it."""
+    registry.register(make(tmp_path / "a1", seed=1), "x", owner="acme")
+    registry.register(make(tmp_path / "a2", seed=2), "x", owner="acme", promote=False)
+    registry.remove("x@2")  # the newest version
+    v3 = registry.register(make(tmp_path / "a3", seed=3), "x", owner="acme")
+    assert v3.served_name == "x-v3"
+    registry.remove("x")  # the whole adapter; the name is free again, its numbers are not
+    v4 = registry.register(make(tmp_path / "a4", seed=4), "x", owner="globex")
+    assert (v4.version, v4.owner, v4.is_prod) == (4, "globex", True)
+    assert [v.version for v in registry.versions()] == [4]
+
+
+def test_numbers_in_use_before_the_counter_existed_are_kept(registry, make, tmp_path, base_dir):
+    from alembic import command
+    from alembic.config import Config
+
+    from adapters.registry import MIGRATIONS, AdapterRegistry
+
+    for seed in (1, 2):
+        registry.register(make(tmp_path / f"a{seed}", seed=seed), "x", promote=False)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", str(registry.engine.url))
+    command.downgrade(cfg, "0001")  # a registry made before version numbers were remembered
+    upgraded = AdapterRegistry(str(registry.engine.url), registry.store.root,
+                               base_model="tiny-base", max_rank=16, base_model_dir=base_dir)  # fmt: skip
+    upgraded.remove("x@2")
+    assert upgraded.register(make(tmp_path / "a3", seed=3), "x").version == 3
+
+
+def test_references_with_non_ascii_digits_are_aliases(registry, adapter) -> None:
+    registry.register(adapter, "x", owner="acme")
+    for ref in ("x@²", "x@١"):  # str.isdigit() is true for both; int() refuses '²'
+        with pytest.raises(AdapterNotFound, match="has no alias"):
+            registry.get(ref)
+        assert registry.resolve_for_tenant(ref, "acme") is None
+    assert registry.get_served("x-v١") is None and registry.get("x@1").version == 1
+
+
+def test_artifacts_are_deleted_under_the_registry_lock(registry, adapter, monkeypatch) -> None:
+    """Else a registration of the same bytes could reuse the directory just before it goes."""
+    held = []
+    real = registry.store.delete
+
+    def delete(digest):
+        held.append(registry._lock.locked())
+        real(digest)
+
+    monkeypatch.setattr(registry.store, "delete", delete)
+    av = registry.register(adapter, "x")
+    registry.remove("x")
+    assert held == [True] and not av.path.exists()
+
+
+def test_stored_paths_are_absolute(tmp_path, base_dir, adapter, monkeypatch) -> None:
+    """vLLM is handed the path as lora_path, and its working directory is not ours."""
+    from adapters.registry import AdapterRegistry
+
+    monkeypatch.chdir(tmp_path)
+    registry = AdapterRegistry("sqlite:///reg.db", Path("data/adapters"),
+                               base_model="tiny-base", max_rank=16, base_model_dir=base_dir)  # fmt: skip
+    av = registry.register(adapter, "x")
+    assert (
+        av.path.is_absolute() and av.path == tmp_path / "data" / "adapters" / "sha256" / av.digest
+    )
+    assert registry.get("x").path.is_absolute()
