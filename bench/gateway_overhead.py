@@ -1,7 +1,7 @@
 """What the gateway adds on top of calling vLLM directly.
 
 Sends the same chat request N times straight to vLLM and N times through the gateway,
-interleaved (direct, gateway, direct, ...) so both see the same machine load, and prints
+interleaved (direct, gateway, gateway, direct, ...) so both see the same machine load, and prints
 p50/p95 latency of each and the milliseconds added. Non-streaming and streaming
 (time to first token) are measured separately.
 
@@ -17,6 +17,7 @@ Results: bench/results/gateway_overhead.json
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -35,12 +36,21 @@ def one(client: httpx.Client, url: str, headers: dict[str, str], body: dict) -> 
         with client.stream("POST", url, json=body, headers=headers) as resp:
             resp.raise_for_status()
             for line in resp.iter_lines():
-                if line.startswith("data:") and '"content"' in line:
+                # The first chunk often carries only the role and "content": "": wait for text.
+                if line.startswith("data:") and _has_text(line[5:]):
                     return time.perf_counter() - started
         return time.perf_counter() - started
     resp = client.post(url, json=body, headers=headers)
     resp.raise_for_status()
     return time.perf_counter() - started
+
+
+def _has_text(data: str) -> bool:
+    data = data.strip()
+    if not data or data == "[DONE]":
+        return False
+    choices = json.loads(data).get("choices") or []
+    return any((c.get("delta") or {}).get("content") for c in choices)
 
 
 def main() -> None:
@@ -69,9 +79,12 @@ def main() -> None:
                 one(client, f"{args.vllm}/v1/chat/completions", {}, body)
                 one(client, f"{args.gateway}/v1/chat/completions", gw_headers, body)
             direct, gateway = [], []
-            for _ in range(args.n):
-                direct.append(one(client, f"{args.vllm}/v1/chat/completions", {}, body))
-                gateway.append(one(client, f"{args.gateway}/v1/chat/completions", gw_headers, body))
+            for i in range(args.n):
+                # Alternate which side goes first, so neither always follows the other's work.
+                pair = [(direct, f"{args.vllm}/v1/chat/completions", {}),
+                        (gateway, f"{args.gateway}/v1/chat/completions", gw_headers)]  # fmt: skip
+                for samples, url, headers in pair if i % 2 == 0 else pair[::-1]:
+                    samples.append(one(client, url, headers, body))
             d, g = summary_ms(direct), summary_ms(gateway)
             added = round(g["p50_ms"] - d["p50_ms"], 2)
             added95 = round(g["p95_ms"] - d["p95_ms"], 2)

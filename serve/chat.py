@@ -148,7 +148,8 @@ async def stream_events(
     """SSE data lines for a stream: chunks with the caller's model name, then `[DONE]`.
 
     The `loraplex` block rides on the first chunk; usage is forwarded only when asked for,
-    but always counted.
+    but always counted. `on_done(status, usage, first_at)` gets the perf_counter time of the
+    first chunk sent (None if none was), for the time-to-first-token metric.
     """
     import json
 
@@ -156,6 +157,7 @@ async def stream_events(
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     usage: dict[str, int] | None = None
     first = True
+    first_at: float | None = None
     status = 200
     try:
         async for chunk in outcome.stream:
@@ -167,11 +169,12 @@ async def stream_events(
             if first:
                 chunk["loraplex"] = loraplex_block(outcome.decision, outcome.citations)
                 first = False
+                first_at = time.perf_counter()
             yield json.dumps(chunk, separators=(",", ":"))
     except Exception as exc:  # noqa: BLE001 - a stream cannot change its status; say so inline
         status = 503
         err = engine_unavailable(type(exc).__name__)
         yield json.dumps(err.body())
     finally:
-        on_done(status, usage)
+        on_done(status, usage, first_at)
     yield "[DONE]"

@@ -141,12 +141,18 @@ def load_split(data_dir: Path, name: str) -> list[dict[str, Any]]:
 
 
 def resume_point(out_dir: Path, resume: bool) -> str | None:
-    """The last checkpoint under out_dir/checkpoints when resuming, else None."""
+    """The last complete checkpoint under out_dir/checkpoints when resuming, else None."""
     if not resume:
         return None
     ckpts = Path(out_dir) / "checkpoints"
-    # Trainer names them checkpoint-<global step>; the highest step is the latest.
-    found = [p for p in ckpts.glob("checkpoint-*") if p.is_dir() and p.name[11:].isdigit()]
+    # Trainer names them checkpoint-<global step>; the highest step is the latest. It writes
+    # trainer_state.json after the weights and optimizer, so a checkpoint without it was cut
+    # short by a kill mid-save and is passed over.
+    found = [
+        p
+        for p in ckpts.glob("checkpoint-*")
+        if p.is_dir() and p.name[11:].isdigit() and (p / "trainer_state.json").is_file()
+    ]
     last = str(max(found, key=lambda p: int(p.name[11:]))) if found else None
     if last is None:
         raise TrainingError(
@@ -220,6 +226,11 @@ def finish(trainer: Any, cfg: TrainConfig, data_dir: Path, out_dir: Path, method
     if trainer.eval_dataset is not None and checkpoint is None:
         # Step-0 validation loss: the baseline the curve and the report compare against.
         base_val = float(trainer.evaluate()["eval_loss"])
+    # Tokens the checkpoint had already seen: tokens/s counts only this process's work.
+    tokens_before = 0
+    if checkpoint is not None:
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+        tokens_before = int(state.get("num_input_tokens_seen", 0) or 0)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
     wall = time.perf_counter() - started
@@ -238,7 +249,8 @@ def finish(trainer: Any, cfg: TrainConfig, data_dir: Path, out_dir: Path, method
         "steps": trainer.state.global_step,
         "wall_s": round(wall, 1),
         "tokens_seen": tokens,
-        "tokens_per_s": round(tokens / wall, 1) if wall > 0 else None,
+        "tokens_per_s": round((tokens - tokens_before) / wall, 1) if wall > 0 else None,
+        "resumed_from": Path(checkpoint).name if checkpoint else None,
         "train_loss": train_loss,
         "val_loss": val_loss,
         "first_train_loss": train_loss[0][1] if train_loss else None,

@@ -52,8 +52,11 @@ async def chat_completions(request: Request, state: StateDep, tenant: TenantDep)
     try:
         outcome = await complete(state, tenant, req)
     except ApiError as exc:
+        # A name the tenant may not use is the caller's free text: one label for all of them
+        # keeps the metric's label set bounded.
+        model = "_unknown" if exc.code == "model_not_found" else req.model
         metrics.observe_chat(
-            tenant=tenant.name, model=req.model, route=route, status=exc.status_code,
+            tenant=tenant.name, model=model, route=route, status=exc.status_code,
             seconds=time.perf_counter() - started, usage=None,
         )  # fmt: skip
         raise
@@ -66,7 +69,9 @@ async def chat_completions(request: Request, state: StateDep, tenant: TenantDep)
     }
     if outcome.stream is not None:
 
-        def done(status: int, usage: dict[str, int] | None) -> None:
+        def done(status: int, usage: dict[str, int] | None, first_at: float | None) -> None:
+            if first_at is not None:
+                metrics.ttft.labels(tenant.name, req.model).observe(first_at - started)
             metrics.observe_chat(
                 tenant=tenant.name, model=req.model, route=decision.route, status=status,
                 seconds=time.perf_counter() - started, usage=usage,

@@ -124,6 +124,10 @@ def test_tenants_cannot_see_each_others_models(stack) -> None:
 
 def test_health_ready_and_metrics(stack, client) -> None:
     client.chat.completions.create(model=stack.settings.base_model, messages=QUESTION, max_tokens=4)
+    stream = client.chat.completions.create(
+        model=stack.settings.base_model, messages=QUESTION, max_tokens=4, stream=True
+    )
+    assert [c for c in stream]
     with httpx.Client(base_url=stack.gateway_url, timeout=30) as http:
         assert http.get("/healthz").json() == {"status": "ok"}
         ready = http.get("/readyz")
@@ -135,6 +139,7 @@ def test_health_ready_and_metrics(stack, client) -> None:
     )
     assert "loraplex_request_latency_seconds_bucket" in text
     assert 'loraplex_tokens_total{kind="completion"' in text
+    assert "loraplex_time_to_first_token_seconds_count" in text
 
 
 def test_admin_endpoints_need_the_admin_key(stack, key) -> None:

@@ -197,3 +197,42 @@ def test_auto_routes_task_prompts_to_the_trained_adapter(stack, sft_run) -> None
 
 def _registered(stack) -> bool:
     return stack.state.registry.resolve_for_tenant("json-extract", "tr-acme") is not None
+
+
+def test_a_killed_run_leaves_checkpoints_and_no_adapter_then_resumes(model_dir, tmp_path) -> None:
+    """`loraplex train` killed (SIGKILL) mid-run: no adapter/ appears; --resume finishes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data, out = tmp_path / "data", tmp_path / "run"
+    data.mkdir()
+    write_jsonl(data / "train.jsonl", json_task(16, seed=7))  # no validation: checkpoint every step
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("save_steps: 1\nbatch_size: 4\nmax_length: 96\nlearning_rate: 0.001\n"
+                   "rank: 8\nwarmup_ratio: 0.0\n")  # fmt: skip
+    env = {**os.environ, "LORAPLEX_MODEL_DIR": str(model_dir),
+           "LORAPLEX_DATA_DIR": str(tmp_path / "lpx")}  # fmt: skip
+    cli = [sys.executable, "-m", "serve.cli", "train", "--data", str(data), "--out", str(out),
+           "--config", str(cfg)]  # fmt: skip
+    proc = subprocess.Popen([*cli, "--max-steps", "40"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "checkpoints" / "checkpoint-2" / "trainer_state.json").is_file():
+            assert proc.poll() is None, "training ended before it could be interrupted"
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert not (out / "adapter").exists()
+    done = subprocess.run([*cli, "--max-steps", "4", "--resume"], env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["steps"] == 4 and report["resumed_from"].startswith("checkpoint-")
+    info = validate_adapter(out / "adapter", base_model="SmolLM2-135M-Instruct", max_rank=16)
+    assert info.rank == 8

@@ -62,8 +62,11 @@ def test_resume_without_a_checkpoint_says_so(tmp_path) -> None:
     with pytest.raises(TrainingError, match="no checkpoint") as err:
         resume_point(tmp_path, True)
     assert err.value.code == "no_checkpoint"
-    for step in (3, 10, 9):
-        (tmp_path / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
+    for step in (3, 10, 9, 11):
+        ckpt = tmp_path / "checkpoints" / f"checkpoint-{step}"
+        ckpt.mkdir(parents=True)
+        if step != 11:  # 11 was cut short by a kill mid-save: no trainer_state.json
+            (ckpt / "trainer_state.json").write_text("{}")
     assert resume_point(tmp_path, True).endswith("checkpoint-10")
 
 
