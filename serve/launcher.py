@@ -136,18 +136,20 @@ class VllmServer:
     def stop(self, grace_s: float = 20.0) -> None:
         """SIGTERM the whole process group, then SIGKILL what is left: no orphans."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-        except ProcessLookupError:
-            return
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=grace_s)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                pass
+        # Even when the API server has exited (a failed start), its engine-core children may
+        # live on in the group and hold the port: the group is killed either way.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
 
 
 def _port_in_use(host: str, port: int) -> bool:

@@ -26,6 +26,12 @@ def _sigterm(signum: int, _frame: FrameType | None) -> None:
 def prepare_model(settings: Settings) -> None:
     """Pull the default base model if missing; check a user-supplied model directory."""
     model_dir = settings.resolved_model_dir
+    if settings.vllm_urls and not (model_dir / "config.json").is_file():
+        # The running replicas hold the model; locally it only lets registration check tensor
+        # shapes, so its absence is worth a word, not a download.
+        console.print(f"no local copy of the base model at {model_dir}: adapter tensor shapes "
+                      "are not checked at registration (`loraplex models pull` adds it)")  # fmt: skip
+        return
     if settings.model_dir is None and not is_prepared(model_dir):
         pull(model_dir, log=console.print)
     check_model_dir(model_dir)
@@ -67,7 +73,8 @@ def run_stack(settings: Settings) -> None:
         console.print(f"admin key: {settings.data_dir / 'admin_key'} (or LORAPLEX_ADMIN_KEY)")
         if demo is not None:
             name, key = demo
-            console.print(f"demo tenant [bold]{name}[/bold] key: {key or '(see data/demo_key)'}")
+            shown = key or f"(see {settings.data_dir / 'demo_key'})"
+            console.print(f"demo tenant [bold]{name}[/bold] key: {shown}")
         console.print(f"base model: {settings.base_model}")
         uvicorn.run(
             create_app(settings, urls),
