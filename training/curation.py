@@ -198,14 +198,7 @@ def prepare(
 
     pii_counts: Counter[str] = Counter()
     kept = _clean(examples, cfg, pii_counts, drop)
-    pairs = []
-    for pair in preference:
-        found = redact_example(pair, cfg.pii)
-        pii_counts += found
-        if found and cfg.pii == "drop":
-            drop("contains personal data", pair)
-        else:
-            pairs.append(pair)
+    pairs = _clean(preference, cfg, pii_counts, drop, quality=False)
     unique = _exact_dedup(kept, lambda ex: ex["messages"], drop)
     pairs = _exact_dedup(pairs, lambda p: p, drop)
     cluster_ids = clusters([_text(e) for e in unique], cfg.dedup_threshold)
@@ -249,16 +242,18 @@ def prepare(
 
 
 def _clean(
-    rows: list[dict[str, Any]], cfg: PrepareConfig, pii_counts: Counter[str], drop: Drop
-) -> list[dict[str, Any]]:
-    """Rows after PII handling (counted into `pii_counts`) and the quality filters."""
+    rows: list[dict[str, Any]], cfg: PrepareConfig, pii_counts: Counter[str], drop: Drop,
+    quality: bool = True,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Rows after PII handling (counted into `pii_counts`) and, with `quality`, the quality
+    filters (written for instruction examples; preference pairs skip them)."""
     kept = []
     for ex in rows:
         found = redact_example(ex, cfg.pii)
         pii_counts += found
         if found and cfg.pii == "drop":
             drop("contains personal data", ex)
-        elif problem := quality_problem(ex, cfg):
+        elif quality and (problem := quality_problem(ex, cfg)):
             drop(problem, ex)
         else:
             kept.append(ex)
