@@ -233,7 +233,10 @@ def prepare(
         report.mixed_in = len(extra)
         splits["train"] += extra
     rng.shuffle(splits["train"])
-    splits["preference"] = pairs
+    # Preference pairs get a validation share too: DPO tracks its loss and stops early on it.
+    random.Random(cfg.seed).shuffle(pairs)
+    n_val = max(1, int(round(len(pairs) * cfg.validation_fraction))) if len(pairs) >= 5 else 0
+    splits["preference"], splits["preference_validation"] = pairs[n_val:], pairs[:n_val]
     report.removed = dict(removed)
     report.pii_found = dict(pii_counts)
     report.splits = {k: len(v) for k, v in splits.items()}

@@ -32,8 +32,10 @@ def conversational(pair: dict[str, Any]) -> dict[str, Any]:
 
 def train_dpo(cfg: TrainConfig, data_dir: Path, out_dir: Path, *, resume: bool = False,
               progress: bool = True) -> RunResult:  # fmt: skip
-    """DPO on data_dir/preference.jsonl; writes out_dir/adapter like SFT does."""
+    """DPO on data_dir/preference.jsonl (validation on preference_validation.jsonl, with early
+    stopping, when present); writes out_dir/adapter like SFT does."""
     from datasets import Dataset
+    from transformers import EarlyStoppingCallback
     from trl import DPOConfig, DPOTrainer
 
     check_base(cfg)
@@ -43,10 +45,13 @@ def train_dpo(cfg: TrainConfig, data_dir: Path, out_dir: Path, *, resume: bool =
             f"{data_dir}/preference.jsonl is missing or empty: prepare prompt/chosen/rejected pairs",
             "empty_dataset",
         )
+    val = load_split(data_dir, "preference_validation")
     model, tokenizer = load_base(cfg)
-    args = DPOConfig(**common_args(cfg, out_dir, False, progress), beta=cfg.dpo_beta)
+    args = DPOConfig(**common_args(cfg, out_dir, bool(val), progress), beta=cfg.dpo_beta)
     trainer = DPOTrainer(
         model=model, args=args, train_dataset=Dataset.from_list([conversational(p) for p in pairs]),
+        eval_dataset=Dataset.from_list([conversational(p) for p in val]) if val else None,
         processing_class=tokenizer, peft_config=lora_config(cfg),
+        callbacks=[EarlyStoppingCallback(cfg.early_stopping_patience)] if val else [],
     )  # fmt: skip
     return finish(trainer, cfg, data_dir, out_dir, "dpo", resume, pairs)

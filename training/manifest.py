@@ -61,7 +61,7 @@ def write_dataset(
     try:
         files: dict[str, dict[str, Any]] = {}
         for name, rows in splits.items():
-            if name == "preference" and not rows:
+            if name.startswith("preference") and not rows:
                 continue
             write_jsonl(tmp / f"{name}.jsonl", rows)
             files[name] = {"file": f"{name}.jsonl", "count": len(rows),

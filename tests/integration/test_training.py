@@ -105,6 +105,7 @@ def test_dpo_runs(model_dir, tmp_path) -> None:
     cfg = TrainConfig(base_model_dir=model_dir, max_steps=2, **SMALL)
     result = train_dpo(cfg, tmp_path / "data", tmp_path / "dpo", progress=False)
     assert result.report["method"] == "dpo" and result.report["steps"] == 2
+    assert result.report["base_val_loss"] is not None  # held-out pairs are evaluated
     assert (result.adapter_dir / "adapter_config.json").is_file()
 
 

@@ -302,3 +302,15 @@ def test_short_eval_prompts_are_decontaminated_by_exact_match(tmp_path, write_ro
         (tmp_path / "out" / f"{s}.jsonl").read_text() for s in ("train", "validation", "test")
     )
     assert "FRANCE" not in out
+
+
+def test_preference_pairs_get_a_validation_share(tmp_path, write_rows) -> None:
+    pairs = [{"prompt": f"Which is {i} in JSON, please?", "chosen": f'{{"n": {i}}}',
+              "rejected": f"It is {i}."} for i in range(20)]  # fmt: skip
+    raw = write_rows(tmp_path / "pairs.jsonl", pairs)
+    manifest = prepare([raw], tmp_path / "out", PrepareConfig(dedup_threshold=1.0))
+    counts = {k: v["count"] for k, v in manifest["splits"].items()}
+    assert counts["preference"] == 18 and counts["preference_validation"] == 2
+    train = {r["prompt"] for r in read_jsonl(tmp_path / "out" / "preference.jsonl")}
+    held = {r["prompt"] for r in read_jsonl(tmp_path / "out" / "preference_validation.jsonl")}
+    assert not train & held and len(train | held) == 20
