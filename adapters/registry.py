@@ -242,18 +242,38 @@ class AdapterRegistry:
         finally:
             self.store.discard(staging)
 
-    def promote(self, ref: str) -> AdapterVersion:
-        """Point `prod` at a version (`NAME@N`)."""
+    def promote(self, ref: str, force: bool = False) -> AdapterVersion:
+        """Point `prod` at a version (`NAME@N`); one whose recorded evaluation is NO-GO only
+        with `force`."""
         name, selector = parse_ref(ref)
         if not isinstance(selector, int):
             raise AdapterError(f"promote needs NAME@VERSION, got {ref!r}", "invalid_reference")
         with self._lock, Session(self.engine) as s:
             row = self._row(s, name)
             version = self._version(row, selector)
+            report = version.eval_report or {}
+            if report.get("go") is False and not force:
+                failed = [k for k, ok in (report.get("checks") or {}).items() if not ok]
+                why = ", ".join(failed) or "see its eval report"
+                raise AdapterConflict(
+                    f"{ref} failed its evaluation gates (NO-GO: {why}): train a better "
+                    "version, or promote with force to override",
+                    "gates_failed",
+                )
             if row.prod_history[-1:] != [selector]:
                 row.prod_history = [*row.prod_history, selector]
             s.commit()
             return self._to_version(row, version)
+
+    def record_eval(self, digest: str, report: dict[str, Any]) -> list[AdapterVersion]:
+        """Attach an evaluation report to every version whose weights have this sha256: the
+        lineage `loraplex eval` fills in after an adapter was registered."""
+        with self._lock, Session(self.engine) as s:
+            rows = s.scalars(select(VersionRow).where(VersionRow.digest == digest)).all()
+            for v in rows:
+                v.eval_report = report
+            s.commit()
+            return [self._to_version(v.adapter, v) for v in rows]
 
     def rollback(self, name: str) -> AdapterVersion:
         """Point `prod` back at the version that was prod before the current one."""

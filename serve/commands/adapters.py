@@ -237,16 +237,21 @@ def list_(
 @app.command("promote")
 def promote_(
     ref: Annotated[str, typer.Argument(help="NAME@VERSION")],
+    force: Annotated[
+        bool, typer.Option(help="Promote even when its recorded evaluation is NO-GO.")
+    ] = False,
     config: ConfigOpt = None,
     gateway: GatewayOpt = None,
     admin_key: AdminKeyOpt = None,
 ) -> None:
     """Make NAME@VERSION the prod version: requests for NAME use it from now on.
 
+    A version whose `loraplex eval` came out NO-GO is refused unless --force.
+
     Example: loraplex adapters promote support@2
     """
     settings, registry = _open(config)
-    av = _run(registry.promote, ref)
+    av = _run(registry.promote, ref, force)
     typer.echo(f"{av.name} prod -> v{av.version}")
     _notify(settings, gateway, admin_key, av.name)
 

@@ -282,6 +282,24 @@ def evaluate(
     Console().print(table)
     for check, ok in report["checks"].items():
         err.print(f"{'[green]pass[/green]' if ok else '[red]fail[/red]'}  {check}")
+    recorded = _record_eval(settings_file, adapter_dir, report)
+    if recorded:
+        err.print(f"recorded on {', '.join(recorded)}" + ("" if report["go"] else
+                  ": promote refuses a NO-GO version unless --force"))  # fmt: skip
     typer.echo(json.dumps({"go": report["go"]}))
     if not report["go"]:
         raise typer.Exit(1)
+
+
+def _record_eval(
+    settings_file: Path | None, adapter_dir: Path, report: dict[str, Any]
+) -> list[str]:
+    """Attach the report to registered versions with the same weights (lineage); their refs."""
+    from serve.commands.adapters import _open
+    from training.manifest import sha256_file
+
+    weights = Path(adapter_dir) / "adapter_model.safetensors"
+    if not weights.is_file():
+        return []
+    _, registry = _open(settings_file)
+    return [av.ref for av in registry.record_eval(sha256_file(weights), report)]

@@ -149,6 +149,7 @@ class PromoteBody(BaseModel):
     """Which version becomes prod."""
 
     version: int = Field(ge=1, description="Version number, as listed by GET /v1/adapters/{name}.")
+    force: bool = Field(False, description="Promote even when its recorded evaluation is NO-GO.")
 
 
 class ReloadBody(BaseModel):
@@ -185,7 +186,7 @@ async def promote_adapter(
     name: str, body: PromoteBody, state: StateDep, _: AdminDep
 ) -> dict[str, Any]:
     """Make a version prod; traffic for NAME moves to it at once."""
-    av = await run_in_threadpool(state.registry.promote, f"{name}@{body.version}")
+    av = await run_in_threadpool(state.registry.promote, f"{name}@{body.version}", body.force)
     return {"adapter": av.to_dict(), "load": await _swap_in(state, av)}
 
 

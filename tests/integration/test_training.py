@@ -170,6 +170,15 @@ def test_cli_prepare_train_register(model_dir, tmp_path) -> None:
     assert trained.stdout.strip().endswith("adapter")
     listed = run("adapters", "list")
     assert "cli-json" in listed.stdout
+    # Evaluating the registered adapter's directory records the report on that version.
+    evaluated = run("eval", str(tmp_path / "run" / "adapter"), "--data", str(tmp_path / "ds"),
+                    "--limit", "3")  # fmt: skip
+    assert evaluated.returncode in (0, 1), evaluated.stderr[-2000:]
+    assert "recorded on cli-json@1" in evaluated.stderr
+    go = json.loads(evaluated.stdout.strip().splitlines()[-1])["go"]
+    assert evaluated.returncode == (0 if go else 1)
+    promoted = run("adapters", "promote", "cli-json@1")
+    assert (promoted.returncode == 0) == go, promoted.stderr
     bad = run(
         "train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "r2"), "--rank", "64"
     )

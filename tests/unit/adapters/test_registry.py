@@ -258,3 +258,18 @@ def test_stored_paths_are_absolute(tmp_path, base_dir, adapter, monkeypatch) -> 
         av.path.is_absolute() and av.path == tmp_path / "data" / "adapters" / "sha256" / av.digest
     )
     assert registry.get("x").path.is_absolute()
+
+
+def test_a_no_go_evaluation_blocks_promotion_unless_forced(registry, make, tmp_path) -> None:
+    registry.register(make(tmp_path / "a1", seed=1), "support", owner="acme")
+    v2 = registry.register(make(tmp_path / "a2", seed=2), "support", owner="acme", promote=False)
+    no_go = {"go": False, "checks": {"task loss improves": False, "no forgetting": True}}
+    recorded = registry.record_eval(v2.digest, no_go)
+    assert [av.ref for av in recorded] == ["support@2"]
+    assert registry.get("support@2").eval_report == no_go
+    with pytest.raises(AdapterError, match="NO-GO: task loss improves") as exc:
+        registry.promote("support@2")
+    assert exc.value.status_code == 409 and exc.value.code == "gates_failed"
+    assert registry.get("support").version == 1
+    assert registry.promote("support@2", force=True).version == 2
+    assert registry.record_eval("0" * 64, no_go) == []
