@@ -138,6 +138,9 @@ def register(
         str | None, typer.Option(help="Other tenants, comma-separated; * = all.")
     ] = None,
     promote: Annotated[bool, typer.Option(help="Make this version prod.")] = True,
+    force: Annotated[
+        bool, typer.Option(help="Register and promote even when eval.json says NO-GO.")
+    ] = False,
     exemplars: Annotated[
         Path | None,
         typer.Option(help="Typical prompts (JSON list or one per line) for the router."),
@@ -162,6 +165,16 @@ def register(
     shared_with = [s.strip() for s in (share or "").split(",") if s.strip()]
     _check_tenants(settings, [tenant] if tenant else [], shared_with)
     lineage = _lineage(directory)
+    if promote and not force and (lineage.get("eval_report") or {}).get("go") is False:
+        # The same gate as `adapters promote`: a NO-GO evaluation never becomes prod silently.
+        # A first version is prod whatever is asked (a name always resolves), so it is refused.
+        if not registry.versions(name=name):
+            err.print(f"error: eval.json beside the adapter says NO-GO and {name!r} has no "
+                      "version yet, so it would serve: improve it, or pass --force", style="red")  # fmt: skip
+            raise typer.Exit(2)
+        err.print("eval.json beside the adapter says NO-GO: registering without promoting "
+                  "(`adapters promote NAME@N --force` overrides)", style="yellow")  # fmt: skip
+        promote = False
     av = _run(
         registry.register,
         directory,

@@ -207,6 +207,10 @@ def train(
                       f"{rep['tokens_per_s']} tokens/s")  # fmt: skip
     except TrainingError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        err.print(f"\ninterrupted: checkpoints are in {out / 'checkpoints'}; continue with the "
+                  "same command plus --resume")  # fmt: skip
+        raise typer.Exit(130) from None
     typer.echo(str(result_dir))
     err.print(f"report: {out / 'report.md'}  loss curve: {out / 'loss.png'}")
     if register:

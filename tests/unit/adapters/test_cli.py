@@ -43,3 +43,19 @@ def test_register_refuses_unknown_tenants(env, adapter) -> None:
     code, out = invoke("adapters", "register", str(adapter), "--name", "x", "--tenant", "acme")
     assert code == 0 and "registered x@1 (prod)" in out, out
     assert registered(env) == ["x@1"]
+
+
+def test_a_no_go_eval_beside_the_adapter_is_not_promoted(env, adapter, make) -> None:
+    import json
+
+    (adapter / "eval.json").write_text(json.dumps({"go": False, "checks": {"task loss": False}}))
+    # A NO-GO first version would serve at once: refused.
+    code, out = invoke("adapters", "register", str(adapter), "--name", "x")
+    assert code == 2 and "NO-GO" in out and registered(env) == [], out
+    assert invoke("adapters", "register", str(make(env / "first", seed=3)), "--name", "x")[0] == 0
+    code, out = invoke("adapters", "register", str(adapter), "--name", "x")
+    assert code == 0 and "NO-GO" in out and "registered x@2 digest" in out, out
+    code, out = invoke("adapters", "promote", "x@2")
+    assert code != 0 and "failed its evaluation gates" in out
+    code, out = invoke("adapters", "promote", "x@2", "--force")
+    assert code == 0 and "x prod -> v2" in out, out
