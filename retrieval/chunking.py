@@ -29,15 +29,29 @@ def count_tokens(text: str) -> int:
     return len(TOKEN_RE.findall(text))
 
 
-def chunk_id(source: str, position: int, text: str) -> str:
-    """Stable id: the same source, place and content always give the same id."""
-    return hashlib.sha256(f"{source}\x00{position}\x00{text}".encode()).hexdigest()[:32]
+def chunk_id(source: str, heading: str, text: str, occurrence: int = 0) -> str:
+    """Stable id from source and content (heading path and text), not place: a paragraph
+    inserted above leaves the ids, and so the embeddings, of everything below unchanged.
+    `occurrence` tells apart identical chunks in one document (0 for the first)."""
+    key = f"{source}\x00{heading}\x00{text}\x00{occurrence}"
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def chunk_ids(source: str, chunks: list[Chunk]) -> list[str]:
+    """The ids of a document's chunks, in order (repeated chunks numbered by occurrence)."""
+    seen: dict[tuple[str, str], int] = {}
+    out = []
+    for c in chunks:
+        n = seen.get((c.heading, c.text), 0)
+        seen[(c.heading, c.text)] = n + 1
+        out.append(chunk_id(source, c.heading, c.text, n))
+    return out
 
 
 def sections(text: str) -> list[tuple[str, list[str]]]:
     """(heading path, paragraphs) per Markdown section; text before any heading has ''."""
     out: list[tuple[str, list[str]]] = []
-    trail: list[str] = []
+    trail: list[tuple[int, str]] = []  # (level, title) of the open headings
     heading, paras, buf = "", [], []  # type: ignore[var-annotated]
 
     def flush_para() -> None:
@@ -53,8 +67,12 @@ def sections(text: str) -> list[tuple[str, list[str]]]:
                 out.append((heading, list(paras)))
                 paras.clear()
             level = len(match[1])
-            trail[:] = trail[: level - 1] + [match[2].strip()]
-            heading = " > ".join(trail)
+            # A heading closes every open one at its level or deeper (siblings do not nest,
+            # and a document may start at ## without a #).
+            while trail and trail[-1][0] >= level:
+                trail.pop()
+            trail.append((level, match[2].strip()))
+            heading = " > ".join(title for _, title in trail)
         elif not line.strip():
             flush_para()
         else:

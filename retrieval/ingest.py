@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from retrieval.chunking import Chunk, chunk_id, chunk_text
+from retrieval.chunking import Chunk, chunk_ids, chunk_text
 from retrieval.embeddings import Embedder
 from retrieval.errors import RetrievalError
 from retrieval.loaders import Document, load_bytes
@@ -81,15 +81,18 @@ def ingest_batch(col: Any, embedder: Embedder, batch: list[Prepared], report: In
     latest = {doc.doc_id: (doc, chunks) for doc, chunks in batch}  # a repeated id: the last wins
     have = col.get(where={"doc_id": {"$in": list(latest)}}, include=["metadatas"])
     existing: dict[str, dict[str, str]] = defaultdict(dict)
+    positions: dict[str, Any] = {}
     for cid, meta in zip(have["ids"], have["metadatas"], strict=True):
         existing[str(meta["doc_id"])][cid] = str(meta.get("ingested_from", ""))
+        positions[cid] = meta.get("position")
     ids: list[str] = []
     texts: list[str] = []
     inputs: list[str] = []
     metas: list[dict[str, Any]] = []
     stale: list[str] = []
+    moved: dict[str, int] = {}
     for doc, chunks in latest.values():
-        wanted = {chunk_id(doc.source, c.position, c.text): c for c in chunks}
+        wanted = dict(zip(chunk_ids(doc.source, chunks), chunks, strict=True))
         old = existing.get(doc.doc_id, {})
         report.documents += 1
         report.doc_ids.append(doc.doc_id)
@@ -101,6 +104,9 @@ def ingest_batch(col: Any, embedder: Embedder, batch: list[Prepared], report: In
             report.unchanged += 1
             continue
         stale += gone
+        # Unchanged chunks that only moved keep their embedding; their position is updated.
+        moved.update({i: c.position for i, c in wanted.items()
+                      if i in old and i not in fresh and positions.get(i) != c.position})  # fmt: skip
         for cid in fresh:
             c = wanted[cid]
             ids.append(cid)
@@ -121,6 +127,9 @@ def ingest_batch(col: Any, embedder: Embedder, batch: list[Prepared], report: In
             col.upsert(ids=ids[i:j], documents=texts[i:j], embeddings=vectors[i:j],
                        metadatas=metas[i:j])  # fmt: skip
         report.added += len(ids)
+    if moved:
+        # Chroma merges the given keys into the stored metadata.
+        col.update(ids=list(moved), metadatas=[{"position": p} for p in moved.values()])
     if stale:
         col.delete(ids=stale)
         report.removed += len(stale)

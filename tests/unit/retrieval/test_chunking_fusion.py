@@ -52,9 +52,9 @@ def test_overlap_must_be_smaller() -> None:
 
 
 def test_chunk_ids_are_stable_and_content_addressed() -> None:
-    assert chunk_id("a.md", 0, "x") == chunk_id("a.md", 0, "x")
-    assert len({chunk_id("a.md", 0, "x"), chunk_id("a.md", 0, "y"), chunk_id("b.md", 0, "x"),
-                chunk_id("a.md", 1, "x")}) == 4  # fmt: skip
+    assert chunk_id("a.md", "", "x") == chunk_id("a.md", "", "x")
+    assert len({chunk_id("a.md", "", "x"), chunk_id("a.md", "", "y"), chunk_id("b.md", "", "x"),
+                chunk_id("a.md", "H", "x"), chunk_id("a.md", "", "x", 1)}) == 5  # fmt: skip
 
 
 def test_rrf_maths() -> None:
@@ -102,3 +102,8 @@ def test_prompt_numbers_sources_and_cites() -> None:
         [{"role": "user", "content": "q"}],
         [],
     )
+
+
+def test_sibling_headings_do_not_nest() -> None:
+    text = "## A\n\nx\n\n## B\n\ny\n\n# C\n\nz\n\n### D\n\nw\n\n## E\n\nv"
+    assert [h for h, _ in sections(text)] == ["A", "B", "C", "C > D", "C > E"]

@@ -125,3 +125,21 @@ def test_bm25_save_survives_a_leftover_old_dir(service, tmp_path) -> None:
     saved = bm25.load(tmp_path / "bm25" / "acme")
     assert saved is not None and len(saved.ids) == 2
     assert not (tmp_path / "bm25" / "acme.old").exists()
+
+
+def test_inserting_a_section_embeds_only_it(service) -> None:
+    sections = [f"## {w.title()}\n\nThe {w} is {i * 7} metres long." for i, w in
+                enumerate(["bridge", "tunnel", "tower", "canal"])]  # fmt: skip
+    service.ingest_bytes("acme", "site.md", "\n\n".join(sections).encode())
+    col = service.store.collection("acme", "hashed-words", create=False)
+    before = set(col.get()["ids"])
+    new = "## Harbour\n\nThe harbour has 3 cranes."
+    report = service.ingest_bytes("acme", "site.md", "\n\n".join([new, *sections]).encode())
+    assert (report.added, report.removed) == (1, 0)  # one chunk embedded, none rewritten
+    after = col.get(include=["metadatas", "documents"])
+    assert before < set(after["ids"])  # the old chunks kept their ids
+    position = {
+        d: m["position"] for d, m in zip(after["documents"], after["metadatas"], strict=True)
+    }
+    assert position["The harbour has 3 cranes."] == 0
+    assert position["The canal is 21 metres long."] == 4
