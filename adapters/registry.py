@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from adapters.db import make_engine
@@ -232,10 +233,17 @@ class AdapterRegistry:
                     row.prod_history = [*row.prod_history, number]
                 try:
                     s.commit()
-                except Exception:
+                except Exception as exc:
                     s.rollback()
                     if not self._digest_in_use(info.digest):
                         self.store.delete(info.digest)
+                    if isinstance(exc, IntegrityError):
+                        # Another process (the CLI beside a gateway, or a second gateway) took
+                        # the same name or number first: the caller's retry sees its row.
+                        raise AdapterConflict(
+                            f"adapter {name!r} was registered by another process at the same "
+                            "moment; try again", "concurrent_registration",
+                        ) from None  # fmt: skip
                     raise
                 assert store_path.is_dir()
                 return self._to_version(row, version)

@@ -273,3 +273,15 @@ def test_a_no_go_evaluation_blocks_promotion_unless_forced(registry, make, tmp_p
     assert registry.get("support").version == 1
     assert registry.promote("support@2", force=True).version == 2
     assert registry.record_eval("0" * 64, no_go) == []
+
+
+def test_losing_a_race_with_another_process_is_a_409(registry, make, tmp_path, monkeypatch) -> None:
+    registry.register(make(tmp_path / "a1", seed=1), "support", owner="acme")
+    # As if another process had taken the next number between our read and our commit.
+    monkeypatch.setattr(registry, "_next_number", lambda s, row: 1)
+    second = make(tmp_path / "a2", seed=2)
+    with pytest.raises(AdapterError, match="another process") as exc:
+        registry.register(second, "support", owner="acme")
+    assert exc.value.status_code == 409 and exc.value.code == "concurrent_registration"
+    assert [v.ref for v in registry.versions()] == ["support@1"]
+    assert len(list((registry.store.root / "sha256").iterdir())) == 1  # nothing half-stored
