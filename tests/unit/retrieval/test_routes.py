@@ -57,6 +57,26 @@ def test_deleting_a_tenant_deletes_its_documents(gateway, stored) -> None:
     assert found.status_code == 200 and found.json()["hits"] == []
 
 
+def test_a_tenant_delete_whose_clean_up_failed_can_be_repeated(gateway, service, stored,
+                                                               monkeypatch) -> None:  # fmt: skip
+    client = gateway
+    auth = new_tenant(client)
+    records = {"records": [{"id": "k", "text": "The acme kettle costs 40 euros."}]}
+    assert client.post("/v1/documents", json=records, headers=auth).status_code == 201
+    real = service.drop_tenant
+
+    def broken(name: str) -> bool:
+        raise RetrievalError("chroma is down", "retrieval_unavailable", 503)
+
+    monkeypatch.setattr(service, "drop_tenant", broken)
+    assert client.delete("/v1/tenants/acme", headers=ADMIN).status_code == 503
+    assert stored() != set()  # the row is gone, the documents are not
+    monkeypatch.setattr(service, "drop_tenant", real)
+    assert client.delete("/v1/tenants/acme", headers=ADMIN).status_code == 200
+    assert stored() == set()
+    assert client.delete("/v1/tenants/acme", headers=ADMIN).status_code == 404
+
+
 def test_one_bad_upload_commits_none_of_the_others(gateway, stored) -> None:
     client = gateway
     auth = new_tenant(client)
