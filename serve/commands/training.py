@@ -120,6 +120,13 @@ def train(
         Path | None, typer.Option(help="Training config YAML (TrainConfig fields).")
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in OUT.")] = False,
+    base_model: Annotated[
+        Path | None,
+        typer.Option(
+            help="A local Hugging Face model directory to train on instead of the "
+            "served base model; the adapter records its directory name as the base."
+        ),
+    ] = None,  # fmt: skip
     sweep: Annotated[
         bool, typer.Option(help="Grid over rank x lr; best by validation loss.")
     ] = False,
@@ -152,6 +159,8 @@ def train(
         loraplex train --data ds --out runs/sw --sweep --sweep-ranks 4,8 --sweep-lrs 2e-4,5e-4
 
         loraplex train --data ds --out runs/s --register support --tenant acme
+
+        loraplex train --data ds --out runs/m --base-model ~/models/Qwen2.5-0.5B-Instruct
     """
     from serve.cli import load_settings
     from training.config import TrainConfig
@@ -163,7 +172,8 @@ def train(
     # A name that cannot be registered should fail now, not after the training it would cost.
     registry = _registry_for(settings, register, tenant) if register else None
     overrides: dict[str, Any] = {"epochs": epochs, "max_steps": max_steps, "rank": rank, "learning_rate": lr,
-                 "batch_size": batch_size, "qlora": qlora or None}  # fmt: skip
+                 "batch_size": batch_size, "qlora": qlora or None,
+                 "base_model_dir": base_model, "base_model_name": base_model.name if base_model else None}  # fmt: skip
     defaults: dict[str, Any] = {
         "base_model_dir": settings.resolved_model_dir,
         "base_model_name": settings.base_model,
@@ -172,7 +182,9 @@ def train(
         if config is not None:
             cfg = TrainConfig.from_yaml(config, defaults=defaults, **overrides)
         else:
-            cfg = TrainConfig(**defaults, **{k: v for k, v in overrides.items() if v is not None})
+            cfg = TrainConfig(
+                **{**defaults, **{k: v for k, v in overrides.items() if v is not None}}
+            )
         if cfg.rank > settings.vllm_max_lora_rank:
             raise TrainingError(f"rank {cfg.rank} is above the server's max LoRA rank "
                                 f"{settings.vllm_max_lora_rank}", "invalid_config")  # fmt: skip
@@ -263,6 +275,13 @@ def evaluate(
         Path | None, typer.Option(help="General chat JSONL to check forgetting.")
     ] = None,
     limit: Annotated[int, typer.Option(help="Examples to evaluate.")] = 50,
+    base_model: Annotated[
+        Path | None,
+        typer.Option(
+            help="Base model directory; default: the one the run's report.json "
+            "names, else the served base model."
+        ),
+    ] = None,  # fmt: skip
     settings_file: Annotated[
         Path | None, typer.Option("--settings", help="loraplex settings YAML.")
     ] = None,
@@ -277,7 +296,8 @@ def evaluate(
 
     settings = load_settings(settings_file)
     try:
-        report = run(adapter_dir, data, settings.resolved_model_dir, general=general, limit=limit)
+        base = base_model or _trained_on(adapter_dir) or settings.resolved_model_dir
+        report = run(adapter_dir, data, base, general=general, limit=limit)
     except TrainingError as exc:
         _fail(exc)
     table = Table("metric", "base", "adapter")
@@ -307,3 +327,12 @@ def _record_eval(
         return []
     _, registry = _open(settings_file)
     return [av.ref for av in registry.record_eval(sha256_file(weights), report)]
+
+
+def _trained_on(adapter_dir: Path) -> Path | None:
+    """The base model directory the run's report.json (beside the adapter) records."""
+    report = Path(adapter_dir).parent / "report.json"
+    if not report.is_file():
+        return None
+    recorded = json.loads(report.read_text()).get("config", {}).get("base_model_dir")
+    return Path(recorded) if recorded else None

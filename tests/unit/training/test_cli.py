@@ -74,3 +74,19 @@ def test_a_name_owned_by_someone_else_is_refused() -> None:
     for owner, tenant in (("acme", "other"), ("acme", None), (None, "acme")):
         with pytest.raises(typer.Exit):
             _fail_unless_registrable(Registry(owner), "support", tenant)
+
+
+def test_base_model_flag_trains_on_another_local_model(env, monkeypatch) -> None:
+    from training.errors import TrainingError
+
+    seen = {}
+
+    def capture(cfg, data, out, **kwargs):
+        seen["cfg"] = cfg
+        raise TrainingError("stop here", "test")
+
+    monkeypatch.setattr("training.sft.train_sft", capture)
+    mine = env / "models" / "Tiny-Chat"
+    result = invoke("train", "--data", "ds", "--out", "run", "--base-model", str(mine))
+    assert result.exit_code == 2 and "stop here" in result.output, result.output
+    assert seen["cfg"].base_model_dir == mine and seen["cfg"].base_model_name == "Tiny-Chat"
