@@ -18,6 +18,7 @@ from serve.engine import EngineClient
 from serve.errors import ApiError, to_api_error
 from serve.limits import BodyLimitMiddleware
 from serve.metrics import Metrics
+from serve.requestlog import RequestLog
 from serve.router import Router
 from serve.settings import Settings
 from serve.state import AppState
@@ -49,6 +50,7 @@ def create_app(settings: Settings, vllm_urls: list[str] | None = None) -> FastAP
         raise ValueError("no vLLM URL: start one (`loraplex up`) or set LORAPLEX_VLLM_URLS")
     modules = {name: _optional(name) for name in CAPABILITIES}
     metrics = Metrics()
+    requests_log = RequestLog(settings.logs_dir / "requests.log")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,6 +65,8 @@ def create_app(settings: Settings, vllm_urls: list[str] | None = None) -> FastAP
             ),
         )
         state.extras["metrics"] = metrics
+        requests_log.open()
+        state.extras["request_log"] = requests_log
         for name, field in CAPABILITIES.items():
             module = modules[name]
             if module is not None and hasattr(module, "build"):
@@ -76,6 +80,7 @@ def create_app(settings: Settings, vllm_urls: list[str] | None = None) -> FastAP
         try:
             yield
         finally:
+            requests_log.close()
             await state.engine.close()
             close = getattr(state.hotswap, "aclose", None)
             if close is not None:

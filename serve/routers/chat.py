@@ -48,17 +48,33 @@ async def chat_completions(request: Request, state: StateDep, tenant: TenantDep)
     started = time.perf_counter()
     req = await parse_chat_request(request)
     metrics = state.extras["metrics"]
-    route = "unrouted"
+    request_log = state.extras.get("request_log")
+
+    def record(status: int, model: str, decision: Any, usage: dict[str, int] | None,
+               first_at: float | None = None, error: str | None = None) -> None:  # fmt: skip
+        """The request's facts to the metrics and the request log, once it has ended."""
+        seconds = time.perf_counter() - started
+        route = decision.route if decision is not None else "unrouted"
+        metrics.observe_chat(tenant=tenant.name, model=model, route=route, status=status,
+                             seconds=seconds, usage=usage)  # fmt: skip
+        if first_at is not None:
+            metrics.ttft.labels(tenant.name, model).observe(first_at - started)
+        if request_log is not None:
+            adapter = decision.adapter if decision is not None else None
+            request_log.write(
+                tenant=tenant.name, model=model, route=route, status=status, error=error,
+                adapter=f"{adapter.name}@{adapter.version}" if adapter else None,
+                reason=decision.reason if decision is not None else None,
+                stream=req.stream, latency_ms=round(seconds * 1000, 1), usage=usage,
+            )  # fmt: skip
+
     try:
         outcome = await complete(state, tenant, req)
     except ApiError as exc:
         # A name the tenant may not use is the caller's free text: one label for all of them
         # keeps the metric's label set bounded.
         model = "_unknown" if exc.code == "model_not_found" else req.model
-        metrics.observe_chat(
-            tenant=tenant.name, model=model, route=route, status=exc.status_code,
-            seconds=time.perf_counter() - started, usage=None,
-        )  # fmt: skip
+        record(exc.status_code, model, None, None, error=exc.code)
         raise
     decision = outcome.decision
     headers = {
@@ -70,20 +86,12 @@ async def chat_completions(request: Request, state: StateDep, tenant: TenantDep)
     if outcome.stream is not None:
 
         def done(status: int, usage: dict[str, int] | None, first_at: float | None) -> None:
-            if first_at is not None:
-                metrics.ttft.labels(tenant.name, req.model).observe(first_at - started)
-            metrics.observe_chat(
-                tenant=tenant.name, model=req.model, route=decision.route, status=status,
-                seconds=time.perf_counter() - started, usage=usage,
-            )  # fmt: skip
+            record(status, req.model, decision, usage, first_at)
 
         return EventSourceResponse(
             stream_events(outcome, req, done), headers=headers, ping=15, sep="\n"
         )
-    metrics.observe_chat(
-        tenant=tenant.name, model=req.model, route=decision.route, status=200,
-        seconds=time.perf_counter() - started, usage=(outcome.body or {}).get("usage"),
-    )  # fmt: skip
+    record(200, req.model, decision, (outcome.body or {}).get("usage"))
     return JSONResponse(outcome.body, headers=headers)
 
 

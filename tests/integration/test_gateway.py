@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import openai
 import pytest
@@ -140,6 +142,14 @@ def test_health_ready_and_metrics(stack, client) -> None:
     assert "loraplex_request_latency_seconds_bucket" in text
     assert 'loraplex_tokens_total{kind="completion"' in text
     assert "loraplex_time_to_first_token_seconds_count" in text
+    # The request log has the same facts, one JSON line per request, and no prompt text.
+    log = (stack.settings.logs_dir / "requests.log").read_text()
+    lines = [json.loads(line) for line in log.splitlines()]
+    mine = [r for r in lines if r["tenant"] == "gw-acme" and r["status"] == 200]
+    assert {r["stream"] for r in mine} == {True, False}
+    assert all(r["route"] == "prompt" and r["latency_ms"] > 0 for r in mine)
+    assert any(r["usage"] and r["usage"]["completion_tokens"] > 0 for r in mine)
+    assert "capital of France" not in log
 
 
 def test_admin_endpoints_need_the_admin_key(stack, key) -> None:
