@@ -1,8 +1,9 @@
 """The OpenAI chat protocol as the gateway accepts it, plus loraplex's extension block.
 
-Fields follow OpenAI's order. Unknown top-level fields are not dropped silently: they are logged and
-passed through to vLLM in `extra_body`, which is how vLLM's own extensions (top_k, min_p,
-repetition_penalty...) reach it.
+Fields follow OpenAI's order, with strict types as OpenAI has them: "stream": "yes" or
+"max_tokens": "10" is a 400, not silently coerced. Unknown top-level fields are not dropped
+silently: they are logged and passed through to vLLM in `extra_body`, which is how vLLM's own
+extensions (top_k, min_p, repetition_penalty...) reach it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,16 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 log = logging.getLogger("loraplex.protocol")
 
@@ -43,7 +53,7 @@ class ChatMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
-    include_usage: bool = False
+    include_usage: StrictBool = False
 
 
 class LoraplexOptions(BaseModel):
@@ -53,7 +63,7 @@ class LoraplexOptions(BaseModel):
 
     route: Route = "auto"
     adapter: str | None = None
-    top_k: int = Field(4, ge=1, le=20)
+    top_k: StrictInt = Field(4, ge=1, le=20)
 
 
 class ChatCompletionRequest(BaseModel):
@@ -63,21 +73,21 @@ class ChatCompletionRequest(BaseModel):
 
     messages: list[ChatMessage] = Field(min_length=1)
     model: str = Field(min_length=1)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: StrictFloat | None = Field(None, ge=-2, le=2)
     logit_bias: dict[str, float] | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = Field(None, ge=0, le=20)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    n: int | None = Field(None, ge=1, le=16)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    logprobs: StrictBool | None = None
+    top_logprobs: StrictInt | None = Field(None, ge=0, le=20)
+    max_tokens: StrictInt | None = Field(None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1)
+    n: StrictInt | None = Field(None, ge=1, le=16)
+    presence_penalty: StrictFloat | None = Field(None, ge=-2, le=2)
     response_format: dict[str, Any] | None = None
-    seed: int | None = None
+    seed: StrictInt | None = None
     stop: str | list[str] | None = None
-    stream: bool = False
+    stream: StrictBool = False
     stream_options: StreamOptions | None = None
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
+    temperature: StrictFloat | None = Field(None, ge=0, le=2)
+    top_p: StrictFloat | None = Field(None, gt=0, le=1)
     user: str | None = None
 
     # -- loraplex extension -------------------------------------------------------------------
