@@ -48,14 +48,20 @@ AdminKeyOpt = Annotated[
 ]  # fmt: skip
 
 
+def open_registry(settings: Any) -> Any:
+    """The registry `settings` describe (migrated), or exit with the reason."""
+    from serve.routers.adapters import build
+
+    registry, _ = _run(build, settings, [])
+    return registry
+
+
 def _open(config: Path | None) -> tuple[Any, Any]:
     """Settings and the registry they describe."""
     from serve.cli import load_settings
-    from serve.routers.adapters import build
 
     settings = load_settings(config)
-    registry, _ = _run(build, settings, [])
-    return settings, registry
+    return settings, open_registry(settings)
 
 
 def _notify(

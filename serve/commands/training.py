@@ -232,12 +232,11 @@ def train(
 def _registry_for(settings: Any, name: str, tenant: str | None) -> Any:
     """The registry, once `name` is known to be registrable by `tenant` (None: the admin)."""
     from serve.cli import _tenant_service
-    from serve.commands.adapters import _run
-    from serve.routers.adapters import build
+    from serve.commands.adapters import open_registry
 
     if tenant is not None and _tenant_service(settings).get(tenant) is None:
         _fail(f"no tenant named {tenant!r}: create it with `loraplex tenants create {tenant}`")
-    registry, _ = _run(build, settings, [])
+    registry = open_registry(settings)
     _fail_unless_registrable(registry, name, tenant)
     return registry
 
@@ -306,7 +305,7 @@ def evaluate(
     Console().print(table)
     for check, ok in report["checks"].items():
         err.print(f"{'[green]pass[/green]' if ok else '[red]fail[/red]'}  {check}")
-    recorded = _record_eval(settings_file, adapter_dir, report)
+    recorded = _record_eval(settings, adapter_dir, report)
     if recorded:
         err.print(f"recorded on {', '.join(recorded)}" + ("" if report["go"] else
                   ": promote refuses a NO-GO version unless --force"))  # fmt: skip
@@ -315,17 +314,15 @@ def evaluate(
         raise typer.Exit(1)
 
 
-def _record_eval(
-    settings_file: Path | None, adapter_dir: Path, report: dict[str, Any]
-) -> list[str]:
+def _record_eval(settings: Any, adapter_dir: Path, report: dict[str, Any]) -> list[str]:
     """Attach the report to registered versions with the same weights (lineage); their refs."""
-    from serve.commands.adapters import _open
+    from serve.commands.adapters import open_registry
     from training.manifest import sha256_file
 
     weights = Path(adapter_dir) / "adapter_model.safetensors"
     if not weights.is_file():
         return []
-    _, registry = _open(settings_file)
+    registry = open_registry(settings)
     return [av.ref for av in registry.record_eval(sha256_file(weights), report)]
 
 
