@@ -1,33 +1,37 @@
-"""Errors the adapter registry raises; each says what to change. `status_code` maps to HTTP."""
+"""Errors the adapter registry raises; each says what to change.
+
+An error carries a `kind` (invalid, not_found, conflict, too_large, ...) and a `code`; what a
+kind means over HTTP or as an exit status is decided at the edge (`serve`), not here.
+"""
 
 from __future__ import annotations
 
 
 class AdapterError(Exception):
-    """A registry operation the caller must fix (the default: a 400)."""
+    """A registry operation the caller must fix (by default: invalid input)."""
 
-    status_code = 400
+    kind = "invalid"
     code = "invalid_adapter"
 
-    def __init__(self, message: str, code: str | None = None, status_code: int | None = None):
+    def __init__(self, message: str, code: str | None = None, kind: str | None = None):
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
-        if status_code is not None:
-            self.status_code = status_code
+        if kind is not None:
+            self.kind = kind
 
 
 class AdapterNotFound(AdapterError):
-    status_code = 404
+    kind = "not_found"
     code = "adapter_not_found"
 
 
 class AdapterConflict(AdapterError):
-    status_code = 409
+    kind = "conflict"
     code = "adapter_conflict"
 
 
 class UploadTooLarge(AdapterError):
-    status_code = 413
+    kind = "too_large"
     code = "upload_too_large"

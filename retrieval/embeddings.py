@@ -58,7 +58,7 @@ class SentenceTransformerEmbedder:
                         f"{path} is not a sentence-transformers model directory "
                         "(no modules.json or config.json)",
                         "embedding_model_missing",
-                        500,
+                        "internal",
                     )
                 # local_files_only: never reach for a model hub, whatever the environment says.
                 self._model = SentenceTransformer(str(path), device="cpu", local_files_only=True)

@@ -170,7 +170,7 @@ def expand_paths(paths: list[Path]) -> list[Path]:
         elif path.is_file():
             out.append(path)
         else:
-            raise RetrievalError(f"{path} does not exist", "file_not_found", 404)
+            raise RetrievalError(f"{path} does not exist", "file_not_found", "not_found")
     return out
 
 
@@ -182,7 +182,7 @@ def load_paths(paths: list[Path], max_bytes: int) -> list[Document]:
         size = path.stat().st_size
         if size > max_bytes:  # checked before reading, so a huge file is never loaded
             raise RetrievalError(
-                f"{path} is {size} bytes; the limit is {max_bytes}", "file_too_large", 413
+                f"{path} is {size} bytes; the limit is {max_bytes}", "file_too_large", "too_large"
             )
         docs += load_bytes(str(path), path.read_bytes(), max_bytes)
     return docs

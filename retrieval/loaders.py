@@ -40,12 +40,12 @@ class Document:
 def _decode(name: str, data: bytes) -> str:
     if b"\x00" in data[:8192]:
         raise RetrievalError(
-            f"{name} looks binary; send text, Markdown, HTML, PDF or JSON", "binary_file", 415
+            f"{name} looks binary; send text, Markdown, HTML, PDF or JSON", "binary_file", "unsupported"
         )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise RetrievalError(f"{name} is not UTF-8 text", "binary_file", 415) from None
+        raise RetrievalError(f"{name} is not UTF-8 text", "binary_file", "unsupported") from None
 
 
 def _html_to_text(html: str) -> tuple[str, str]:
@@ -68,7 +68,7 @@ def _pdf_to_text(name: str, data: bytes) -> str:
     from pypdf.errors import DependencyError, FileNotDecryptedError
 
     encrypted = RetrievalError(
-        f"{name} is encrypted; send a copy without a password", "encrypted_pdf", 415
+        f"{name} is encrypted; send a copy without a password", "encrypted_pdf", "unsupported"
     )
     try:
         reader = PdfReader(io.BytesIO(data))
@@ -138,11 +138,11 @@ def load_bytes(name: str, data: bytes, max_bytes: int) -> list[Document]:
             f"{name}: unsupported file type {suffix or '(none)'}; "
             f"supported: {', '.join(SUPPORTED)}",
             "unsupported_type",
-            415,
+            "unsupported",
         )
     if len(data) > max_bytes:
         raise RetrievalError(
-            f"{name} is {len(data)} bytes; the limit is {max_bytes}", "file_too_large", 413
+            f"{name} is {len(data)} bytes; the limit is {max_bytes}", "file_too_large", "too_large"
         )
     if not data.strip():
         raise RetrievalError(f"{name} is empty", "empty_file")

@@ -115,7 +115,7 @@ class ChromaStore:
                     f"the Chroma server at {self.url} is unreachable ({type(exc).__name__}); "
                     "check that it is running and that chroma_url is right",
                     "retrieval_unavailable",
-                    503,
+                    "unavailable",
                 ) from None
             raise
 
@@ -143,7 +143,7 @@ class ChromaStore:
                 f"uses {model!r}; configure the same embedding model, or delete the tenant's "
                 "documents and ingest them again",
                 "embedding_model_mismatch",
-                409,
+                "conflict",
             )
         return col
 

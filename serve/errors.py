@@ -60,11 +60,29 @@ class ApiError(Exception):
         return JSONResponse(self.body(), status_code=self.status_code, headers=self.headers)
 
 
+# What each kind of error the libraries raise means over HTTP.
+KIND_STATUS = {
+    "invalid": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "conflict": 409,
+    "too_large": 413,
+    "unsupported": 415,
+    "rate_limited": 429,
+    "internal": 500,
+    "unavailable": 503,
+    "timeout": 504,
+}
+
+
 def to_api_error(exc: BaseException) -> ApiError | None:
-    """Map a library exception that carries `status_code`/`code`/`message` to an ApiError."""
+    """Map a library exception that carries `kind`/`code`/`message` to an ApiError."""
     if isinstance(exc, ApiError):
         return exc
-    status = getattr(exc, "status_code", None)
+    status = KIND_STATUS.get(getattr(exc, "kind", None) or "")
+    if status is None:
+        status = getattr(exc, "status_code", None)
     if isinstance(status, int) and 400 <= status < 600:
         return ApiError(
             status,

@@ -113,7 +113,7 @@ def load_jsonl(path: Path, require_answer: bool = False) -> Loaded:
     no known format (the whole file would be rejected: say so at once).
     """
     if not path.is_file():
-        raise TrainingError(f"{path} does not exist", "file_not_found", 404)
+        raise TrainingError(f"{path} does not exist", "file_not_found", "not_found")
     out = Loaded()
     try:
         lines = path.read_text(encoding="utf-8").splitlines()

@@ -41,7 +41,7 @@ def check_base(cfg: TrainConfig) -> None:
             f"base model {cfg.base_model_dir} does not exist (no config.json): run "
             "`loraplex models pull` or pass a local Hugging Face model directory",
             "base_model_not_found",
-            404,
+            "not_found",
         )
 
 
@@ -158,7 +158,7 @@ def resume_point(out_dir: Path, resume: bool) -> str | None:
         raise TrainingError(
             f"--resume: no checkpoint in {ckpts}; run without --resume to start afresh",
             "no_checkpoint",
-            404,
+            "not_found",
         )
     return last
 

@@ -269,7 +269,7 @@ def test_a_no_go_evaluation_blocks_promotion_unless_forced(registry, make, tmp_p
     assert registry.get("support@2").eval_report == no_go
     with pytest.raises(AdapterError, match="NO-GO: task loss improves") as exc:
         registry.promote("support@2")
-    assert exc.value.status_code == 409 and exc.value.code == "gates_failed"
+    assert exc.value.kind == "conflict" and exc.value.code == "gates_failed"
     assert registry.get("support").version == 1
     assert registry.promote("support@2", force=True).version == 2
     assert registry.record_eval("0" * 64, no_go) == []
@@ -282,6 +282,6 @@ def test_losing_a_race_with_another_process_is_a_409(registry, make, tmp_path, m
     second = make(tmp_path / "a2", seed=2)
     with pytest.raises(AdapterError, match="another process") as exc:
         registry.register(second, "support", owner="acme")
-    assert exc.value.status_code == 409 and exc.value.code == "concurrent_registration"
+    assert exc.value.kind == "conflict" and exc.value.code == "concurrent_registration"
     assert [v.ref for v in registry.versions()] == ["support@1"]
     assert len(list((registry.store.root / "sha256").iterdir())) == 1  # nothing half-stored

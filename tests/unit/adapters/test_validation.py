@@ -23,7 +23,7 @@ def test_a_good_adapter_passes(adapter, base_dir) -> None:
 def expect(code, path, base_dir, match):
     with pytest.raises(AdapterError, match=match) as exc:
         check(path, base_dir)
-    assert exc.value.code == code and exc.value.status_code == 400
+    assert exc.value.code == code and exc.value.kind == "invalid"
 
 
 def test_not_an_adapter(tmp_path, base_dir) -> None:

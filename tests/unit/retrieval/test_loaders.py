@@ -26,26 +26,26 @@ def test_records_json_and_jsonl() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "data", "status", "match"),
+    ("name", "data", "kind", "match"),
     [
-        ("a.exe", b"x", 415, "unsupported file type"),
-        ("a.txt", b"", 400, "empty"),
-        ("a.txt", b"   \n", 400, "empty"),
-        ("a.txt", b"ab\x00cd", 415, "binary"),
-        ("a.txt", b"\xff\xfe\xfa", 415, "UTF-8"),
-        ("a.txt", b"x" * 2000, 413, "limit"),
-        ("a.jsonl", b'{"text": "ok"}\n{"text": broken}\n', 400, "line 2"),
-        ("a.jsonl", b'{"text": "ok"}\n{"txt": "no text"}\n', 400, "line 2: 'text'"),
-        ("a.jsonl", b'{"text": "ok", "tags": ["a"]}\n', 400, "metadata field 'tags'"),
-        ("a.jsonl", b'{"text": "ok", "doc_id": "x"}\n', 400, "reserved"),
-        ("a.json", b'{"text": ', 400, "invalid JSON"),
-        ("a.pdf", b"not a pdf at all", 400, "PDF"),
+        ("a.exe", b"x", "unsupported", "unsupported file type"),
+        ("a.txt", b"", "invalid", "empty"),
+        ("a.txt", b"   \n", "invalid", "empty"),
+        ("a.txt", b"ab\x00cd", "unsupported", "binary"),
+        ("a.txt", b"\xff\xfe\xfa", "unsupported", "UTF-8"),
+        ("a.txt", b"x" * 2000, "too_large", "limit"),
+        ("a.jsonl", b'{"text": "ok"}\n{"text": broken}\n', "invalid", "line 2"),
+        ("a.jsonl", b'{"text": "ok"}\n{"txt": "no text"}\n', "invalid", "line 2: 'text'"),
+        ("a.jsonl", b'{"text": "ok", "tags": ["a"]}\n', "invalid", "metadata field 'tags'"),
+        ("a.jsonl", b'{"text": "ok", "doc_id": "x"}\n', "invalid", "reserved"),
+        ("a.json", b'{"text": ', "invalid", "invalid JSON"),
+        ("a.pdf", b"not a pdf at all", "invalid", "PDF"),
     ],
 )
-def test_bad_files_say_what_is_wrong(name, data, status, match) -> None:
+def test_bad_files_say_what_is_wrong(name, data, kind, match) -> None:
     with pytest.raises(RetrievalError, match=match) as exc:
         load_bytes(name, data, 1000)
-    assert exc.value.status_code == status
+    assert exc.value.kind == kind
 
 
 def test_jsonl_lines_split_on_newlines_only() -> None:
@@ -73,19 +73,19 @@ def _pdf(password: str = "") -> bytes:
 def test_encrypted_pdf_says_so() -> None:
     with pytest.raises(RetrievalError, match="e.pdf is encrypted") as exc:
         load_bytes("e.pdf", _pdf("secret"), 10_000)
-    assert exc.value.status_code == 415 and exc.value.code == "encrypted_pdf"
+    assert exc.value.kind == "unsupported" and exc.value.code == "encrypted_pdf"
 
 
 @pytest.mark.parametrize(
-    ("error", "status", "match"),
+    ("error", "kind", "match"),
     [
-        (DependencyError("cryptography is required for AES"), 415, "encrypted"),
-        (IndexError("list index out of range"), 400, "not a readable PDF"),
-        (TypeError("'NullObject' is not subscriptable"), 400, "not a readable PDF"),
-        (RecursionError("maximum recursion depth exceeded"), 400, "not a readable PDF"),
+        (DependencyError("cryptography is required for AES"), "unsupported", "encrypted"),
+        (IndexError("list index out of range"), "invalid", "not a readable PDF"),
+        (TypeError("'NullObject' is not subscriptable"), "invalid", "not a readable PDF"),
+        (RecursionError("maximum recursion depth exceeded"), "invalid", "not a readable PDF"),
     ],
 )
-def test_any_pdf_parser_failure_is_a_client_error(monkeypatch, error, status, match) -> None:
+def test_any_pdf_parser_failure_is_a_client_error(monkeypatch, error, kind, match) -> None:
     import pypdf
 
     def broken(*args, **kwargs):
@@ -94,4 +94,4 @@ def test_any_pdf_parser_failure_is_a_client_error(monkeypatch, error, status, ma
     monkeypatch.setattr(pypdf, "PdfReader", broken)
     with pytest.raises(RetrievalError, match=match) as exc:
         load_bytes("x.pdf", _pdf(), 10_000)
-    assert exc.value.status_code == status
+    assert exc.value.kind == kind

@@ -66,7 +66,7 @@ def test_a_tenant_delete_whose_clean_up_failed_can_be_repeated(gateway, service,
     real = service.drop_tenant
 
     def broken(name: str) -> bool:
-        raise RetrievalError("chroma is down", "retrieval_unavailable", 503)
+        raise RetrievalError("chroma is down", "retrieval_unavailable", "unavailable")
 
     monkeypatch.setattr(service, "drop_tenant", broken)
     assert client.delete("/v1/tenants/acme", headers=ADMIN).status_code == 503

@@ -146,7 +146,7 @@ def test_rrf_normalised_three_legs() -> None:
 def test_bad_search_requests(top_k, where, mode, match) -> None:
     with pytest.raises(RetrievalError, match=match) as exc:
         check_request(top_k, where, mode)
-    assert exc.value.status_code == 400
+    assert exc.value.kind == "invalid"
 
 
 def test_tenant_names_become_safe_collection_names() -> None:
@@ -154,7 +154,7 @@ def test_tenant_names_become_safe_collection_names() -> None:
     for bad in ("", "../etc", "a b", "x" * 64, "-lead", "a/b"):
         with pytest.raises(RetrievalError, match="tenant") as exc:
             check_tenant(bad)
-        assert exc.value.status_code == 400
+        assert exc.value.kind == "invalid"
 
 
 def test_chroma_where_and_store_modes() -> None:
@@ -188,10 +188,10 @@ def test_paths_skip_hidden_and_check_size_before_reading(tmp_path) -> None:
     (tmp_path / "big.txt").write_text("x" * 5000)
     with pytest.raises(RetrievalError, match="limit is 1000") as exc:
         load_paths([tmp_path / "big.txt"], 1000)
-    assert exc.value.status_code == 413
+    assert exc.value.kind == "too_large"
     with pytest.raises(RetrievalError, match="does not exist") as exc:
         expand_paths([tmp_path / "missing.md"])
-    assert exc.value.status_code == 404
+    assert exc.value.kind == "not_found"
 
 
 def test_ties_share_a_rank_in_fusion() -> None:

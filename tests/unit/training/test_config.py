@@ -22,7 +22,7 @@ from training.sweep import results_table
 def test_config_values_are_checked(bad, message) -> None:
     with pytest.raises(TrainingError, match=message) as err:
         TrainConfig(**bad)
-    assert err.value.code == "invalid_config" and err.value.status_code == 400
+    assert err.value.code == "invalid_config" and err.value.kind == "invalid"
 
 
 def test_defaults_target_all_linear_projections_and_fields_carry_help() -> None:

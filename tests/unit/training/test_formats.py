@@ -55,7 +55,7 @@ def test_unknown_format_file_is_an_error_naming_the_line(tmp_path, write_rows) -
         TrainingError, match=r"d.jsonl:2: unknown format.*\['answer', 'question'\]"
     ) as err:
         load_jsonl(path)
-    assert err.value.code == "unknown_format" and err.value.status_code == 400
+    assert err.value.code == "unknown_format" and err.value.kind == "invalid"
 
 
 def test_missing_and_binary_files(tmp_path) -> None:
