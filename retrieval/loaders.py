@@ -40,7 +40,9 @@ class Document:
 def _decode(name: str, data: bytes) -> str:
     if b"\x00" in data[:8192]:
         raise RetrievalError(
-            f"{name} looks binary; send text, Markdown, HTML, PDF or JSON", "binary_file", "unsupported"
+            f"{name} looks binary; send text, Markdown, HTML, PDF or JSON",
+            "binary_file",
+            "unsupported",
         )
     try:
         return data.decode("utf-8-sig")

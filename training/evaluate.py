@@ -128,7 +128,9 @@ def evaluate(
         raise TrainingError(f"base model {base_model_dir} does not exist (no config.json)",
                             "base_model_not_found", "not_found")  # fmt: skip
     if not (Path(adapter_dir) / "adapter_config.json").is_file():
-        raise TrainingError(f"{adapter_dir} is not an adapter directory", "not_an_adapter", "not_found")
+        raise TrainingError(
+            f"{adapter_dir} is not an adapter directory", "not_an_adapter", "not_found"
+        )
     split, rows = eval_rows(Path(data_dir), limit)
     general_rows = chat_examples(Path(general))[:limit] if general else []
     # Imported once the inputs are known to be good: bad data fails in milliseconds.
