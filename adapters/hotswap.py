@@ -26,9 +26,18 @@ class ReplicaResult:
 class HotSwapper:
     """Adapter loads and unloads fanned out to every replica."""
 
-    def __init__(self, vllm_urls: list[str], http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        vllm_urls: list[str],
+        http: httpx.AsyncClient | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        """`api_key`: what the replicas require on /v1 (vLLM's --api-key), if anything."""
         self.urls = list(vllm_urls)
-        self.http = http or httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0))
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(60.0, connect=5.0), headers=headers
+        )
         self.loaded: dict[str, set[str]] = defaultdict(set)  # url -> served names
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
@@ -116,11 +125,6 @@ class HotSwapper:
         return list(results) + [
             ReplicaResult(u, True, "already loaded") for u in self.urls if u not in done
         ]
-
-
-def all_ok(results: list[ReplicaResult]) -> bool:
-    """Every replica succeeded."""
-    return all(r.ok for r in results)
 
 
 def any_ok(results: list[ReplicaResult]) -> bool:

@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from adapters.db import make_engine
+from adapters.db import make_engine, upgrade
 from adapters.errors import AdapterConflict, AdapterError, AdapterNotFound
 from adapters.models import AdapterRow, VersionCounterRow, VersionRow
 from adapters.store import ArtifactStore
@@ -107,15 +107,20 @@ def parse_ref(ref: str) -> tuple[str, int | str]:
     return name, selector
 
 
+def check_name(name: str) -> str:
+    """`name` if it can name an adapter, else an AdapterError that says what is allowed."""
+    if not NAME_RE.match(name) or SERVED_RE.match(name):
+        raise AdapterError(
+            f"adapter name {name!r} is invalid: use 1-63 lowercase letters, digits, '.', '-' "
+            "or '_', starting with a letter or digit, not ending in -v<number>",
+            "invalid_name",
+        )
+    return name
+
+
 def migrate(database_url: str) -> None:
     """Bring the registry schema to the newest alembic revision."""
-    from alembic import command
-    from alembic.config import Config
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
-    command.upgrade(cfg, "head")
+    upgrade(MIGRATIONS, database_url)
 
 
 class AdapterRegistry:
@@ -129,9 +134,14 @@ class AdapterRegistry:
         base_model: str,
         max_rank: int,
         base_model_dir: Path | None = None,
+        run_migrations: bool = True,
+        engine: Engine | None = None,
     ) -> None:
-        self.engine = make_engine(database_url)  # first: it makes a SQLite file's directory
-        migrate(database_url)
+        """`run_migrations=False` when the caller has migrated the database already; `engine`
+        shares the caller's connection pool to the same database."""
+        self.engine = engine or make_engine(database_url)  # first: makes a SQLite file's directory
+        if run_migrations:
+            migrate(database_url)
         self.store = ArtifactStore(store_dir)
         self.store.clean_staging()
         self.store.collect_garbage(self._all_digests())
@@ -177,14 +187,7 @@ class AdapterRegistry:
         exemplars: list[str] | None = None,
     ) -> AdapterVersion:
         """Validate, store and record a new version of `name`. All or nothing."""
-        if not NAME_RE.match(name):
-            raise AdapterError(
-                f"adapter name {name!r} is invalid: use 1-63 lowercase letters, digits, '.', '-' "
-                "or '_', starting with a letter or digit",
-                "invalid_name",
-            )
-        if SERVED_RE.match(name):
-            raise AdapterError(f"adapter name {name!r} must not end in -v<number>", "invalid_name")
+        check_name(name)
         check_files(Path(src))
         lineage = lineage or {}
         # Validate the staged copy, not the source: what is checked is what gets stored, even if

@@ -10,7 +10,8 @@ from serve.settings import Settings
 from serve.tenants import TenantService
 
 
-def _write_secret(path: Path, value: str) -> None:
+def write_secret(path: Path, value: str) -> None:
+    """Write `value` to `path`, readable by its owner only, replacing it atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -27,7 +28,7 @@ def admin_key(settings: Settings) -> str:
     if path.is_file():
         return path.read_text().strip()
     key = "lpx-admin-" + secrets.token_urlsafe(32)
-    _write_secret(path, key)
+    write_secret(path, key)
     return key
 
 
@@ -40,5 +41,5 @@ def demo_tenant(settings: Settings, tenants: TenantService) -> tuple[str, str | 
     if tenants.get(name) is not None:
         return name, path.read_text().strip() if path.is_file() else None
     _, key = tenants.create(name)
-    _write_secret(path, key)
+    write_secret(path, key)
     return name, key

@@ -12,14 +12,31 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
 
 
+# Values shipped in examples and manifests as "fill me in": never accepted as a secret.
+PLACEHOLDERS = ("change-me", "changeme", "placeholder", "secret", "password", "admin")
+MIN_SECRET_CHARS = 16
+
+
 class ConfigError(ValueError):
     """A config file or setting the user must fix."""
+
+
+def check_secret(name: str, value: str) -> str:
+    """`value`, unless it is a placeholder or too short to be a key nobody can guess."""
+    if value.strip().lower() in PLACEHOLDERS:
+        raise ValueError(f"{name} is the placeholder {value!r}: set a real secret")
+    if len(value) < MIN_SECRET_CHARS:
+        raise ValueError(
+            f"{name} is {len(value)} characters long; use at least {MIN_SECRET_CHARS} random ones "
+            "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+    return value
 
 
 class Settings(BaseSettings):
@@ -45,6 +62,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest JSON request body (bytes).")
     max_upload_bytes: int = Field(
         64 << 20, ge=1024, description="Largest upload (adapter archives, documents)."
+    )
+    vllm_api_key: SecretStr | None = Field(
+        None,
+        description="Key vLLM requires on /v1 (its --api-key); the gateway sends it. `loraplex up` "
+        "makes a fresh one for the vLLM it starts when unset.",
     )
     request_timeout_s: float = Field(120.0, gt=0, description="Timeout for one call to vLLM.")
     num_retries: int = Field(1, ge=0, le=5, description="litellm retries against vLLM replicas.")
@@ -86,6 +108,20 @@ class Settings(BaseSettings):
     embedding_model: Path | None = Field(
         None, description="Local sentence-transformers dir; default the bundled all-MiniLM-L6-v2."
     )
+
+    @field_validator("admin_key", "vllm_api_key")
+    @classmethod
+    def _no_placeholder_secret(cls, value: SecretStr | None, info: Any) -> SecretStr | None:
+        if value is not None:
+            check_secret(info.field_name, value.get_secret_value())
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _no_placeholder_password(cls, value: str | None) -> str | None:
+        if value is not None and any(f":{p}@" in value for p in PLACEHOLDERS):
+            raise ValueError("database_url holds a placeholder password: set a real one")
+        return value
 
     @field_validator("vllm_urls", mode="before")
     @classmethod
@@ -145,6 +181,12 @@ class Settings(BaseSettings):
             if unknown:
                 known = ", ".join(sorted(cls.model_fields))
                 raise ConfigError(f"unknown setting(s) {unknown} in {config_file}; known: {known}")
-        from_env = cls()
-        env_values = {name: getattr(from_env, name) for name in from_env.model_fields_set}
-        return cls(**{**file_values, **env_values, **overrides})
+        try:
+            from_env = cls()
+            env_values = {name: getattr(from_env, name) for name in from_env.model_fields_set}
+            return cls(**{**file_values, **env_values, **overrides})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            message = str(first["msg"]).removeprefix("Value error, ")
+            raise ConfigError(f"setting {where}: {message}") from None

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapters.validation import sha256_file
 from training.errors import TrainingError
 from training.formats import rejection_summary, write_jsonl
 
@@ -30,15 +31,6 @@ class Report:
     pii_found: dict[str, int] = field(default_factory=dict)
     splits: dict[str, int] = field(default_factory=dict)
     mixed_in: int = 0
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_dataset(

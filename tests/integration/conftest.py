@@ -18,12 +18,13 @@ import httpx
 import openai
 import pytest
 
-from serve.launcher import VllmServer
-from serve.models import is_prepared, pull
+from serve.engine.basemodel import is_prepared, pull
+from serve.engine.launcher import VllmServer
 from serve.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_KEY = "lpx-admin-test-key"
+VLLM_KEY = "lpx-vllm-integration-key"
 
 
 def free_port() -> int:
@@ -57,6 +58,11 @@ class Stack:
     @property
     def vllm_url(self) -> str:
         return self.vllm.url
+
+    @property
+    def vllm_headers(self) -> dict[str, str]:
+        """What a direct call to vLLM needs: it answers only the gateway's key."""
+        return {"Authorization": f"Bearer {VLLM_KEY}"}
 
     @property
     def admin_key(self) -> str:
@@ -123,7 +129,7 @@ def _start_gateway(stack: Stack) -> None:
 @pytest.fixture(scope="session")
 def stack(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Real vLLM (CPU build, float32, LoRA on) plus the real gateway, once per test run."""
-    from serve.app import create_app
+    from serve.gateway.app import create_app
 
     data_dir = tmp_path_factory.mktemp("loraplex-data")
     settings = Settings.load(
@@ -132,6 +138,7 @@ def stack(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         port=free_port(),
         vllm_port=free_port(),
         admin_key=ADMIN_KEY,
+        vllm_api_key=VLLM_KEY,
         demo_tenant="",
         vllm_max_model_len=2048,
         vllm_max_loras=4,

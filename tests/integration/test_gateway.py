@@ -168,12 +168,12 @@ def test_engine_down_is_a_503_with_retry_after(stack, tmp_path) -> None:
 
     from fastapi.testclient import TestClient
 
-    from serve.app import create_app
+    from serve.gateway.app import create_app
 
     settings = stack.settings.model_copy(update={"data_dir": tmp_path, "database_url": None})
     app = create_app(settings, [f"http://127.0.0.1:{stack.free_port()}"])
     with TestClient(app) as http:
-        _, key = app.state.loraplex.tenants.create("down")
+        _, key = app.state.loraplex.services.tenants.create("down")
         auth = {"Authorization": f"Bearer {key}"}
         started = time.monotonic()
         resp = http.post(

@@ -206,7 +206,7 @@ def test_auto_routes_task_prompts_to_the_trained_adapter(stack, sft_run) -> None
 
 
 def _registered(stack) -> bool:
-    return stack.state.registry.resolve_for_tenant("json-extract", "tr-acme") is not None
+    return stack.state.services.registry.resolve_for_tenant("json-extract", "tr-acme") is not None
 
 
 def test_a_killed_run_leaves_checkpoints_and_no_adapter_then_resumes(model_dir, tmp_path) -> None:

@@ -3,40 +3,27 @@
 from __future__ import annotations
 
 import pytest
-from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
 from retrieval.errors import RetrievalError
-from serve.db import make_engine
-from serve.errors import ApiError, to_api_error
-from serve.routers import documents, tenants
+from serve.admin.tenants import TenantAdmin
+from serve.gateway.app import create_app
+from serve.gateway.deps import get_retrieval, get_tenant_admin
 from serve.settings import Settings
-from serve.state import AppState
-from serve.tenants import TenantError, TenantService
 
-ADMIN = {"Authorization": "Bearer admin-key"}
+ADMIN = {"Authorization": "Bearer lpx-admin-unit-test-key"}
 
 
 @pytest.fixture
 def gateway(tmp_path, service):
-    state = AppState(
-        settings=Settings(data_dir=tmp_path),
-        tenants=TenantService(make_engine(f"sqlite:///{tmp_path / 't.db'}")),
-        admin_key="admin-key",
-        vllm_urls=[],
-        retrieval=service,
+    """The real gateway app, its retrieval service swapped for one with a tiny embedder."""
+    app = create_app(
+        Settings(data_dir=tmp_path, admin_key="lpx-admin-unit-test-key"), ["http://vllm"]
     )
-    app = FastAPI()
-    app.state.loraplex = state
-    app.include_router(documents.router)
-    app.include_router(tenants.router)
-    for cls in (ApiError, RetrievalError, TenantError):
-
-        @app.exception_handler(cls)
-        async def _error(_: Request, exc: Exception):  # the gateway's mapping, as in serve.app
-            return to_api_error(exc).response()
-
     with TestClient(app) as client:
+        tenants = app.state.loraplex.services.tenants
+        app.dependency_overrides[get_retrieval] = lambda: service
+        app.dependency_overrides[get_tenant_admin] = lambda: TenantAdmin(tenants, service)
         yield client
 
 

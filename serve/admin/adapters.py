@@ -1,0 +1,229 @@
+"""Adapter administration, the same for HTTP and the CLI: register, promote, roll back, remove.
+
+Every rule lives here once: the owner and the tenants an adapter is shared with must exist; the
+name must be free or the caller's; lineage (`report.json`, `eval.json`, `exemplars.json` beside
+the adapter) is recorded; a NO-GO evaluation never becomes prod without `force`. After each
+change, `serving.sync(name)` brings vLLM in line: inside the gateway that loads and unloads on
+the replicas (`ReplicaSync`), from the CLI it asks a running gateway to do so (`GatewayNotifier`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from adapters.archive import extract_archive
+from adapters.registry import AdapterRegistry, AdapterVersion
+from serve.errors import ServiceError
+from serve.names import check_adapter_name
+from serve.tenants import TenantService
+
+EVERYONE = "*"
+SyncReport = dict[str, Any]  # {"load": {ref: [replica results]}, "unload": {served: [...]}}
+
+
+class Serving(Protocol):
+    """Whatever brings the engines in line with the registry after a change."""
+
+    async def sync(self, name: str | None) -> SyncReport:
+        """Load prod versions of `name` (every adapter: None) and unload the rest."""
+        ...
+
+
+class NoServing:
+    """No engine to tell (tests, offline tools): changes take effect on the next request."""
+
+    async def sync(self, name: str | None) -> SyncReport:
+        """Nothing to do."""
+        return {"load": {}, "unload": {}, "note": "no engine to tell"}
+
+
+@dataclass
+class Change:
+    """What an admin operation did: the versions it touched, its notes, the engines' report."""
+
+    versions: list[AdapterVersion]
+    notes: list[str] = field(default_factory=list)
+    sync: SyncReport = field(default_factory=dict)
+
+    @property
+    def version(self) -> AdapterVersion:
+        """The version the operation was about (the first, for removals)."""
+        return self.versions[0]
+
+
+def read_exemplars(text: str) -> list[str]:
+    """Typical prompts for the router: a JSON list, or one prompt per line."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    if isinstance(data, list) and all(isinstance(x, str) for x in data):
+        return data
+    raise ServiceError(
+        "exemplars must be a JSON list of strings or one prompt per line", "invalid_exemplars"
+    )
+
+
+def lineage(directory: Path) -> tuple[dict[str, Any], list[str]]:
+    """Lineage and exemplars a training run leaves beside the adapter (in it, or its parent):
+    `report.json` (dataset digest, training config), `eval.json`, `exemplars.json`."""
+    found: dict[str, Any] = {}
+    exemplars: list[str] = []
+    for folder in (directory, directory.parent):
+        report = folder / "report.json"
+        if report.is_file() and "training_config" not in found:
+            data = _json(report)
+            found["dataset_digest"] = data.get("dataset_digest")
+            found["training_config"] = data.get("config")
+        if (folder / "eval.json").is_file() and "eval_report" not in found:
+            found["eval_report"] = _json(folder / "eval.json")
+        if (folder / "exemplars.json").is_file() and not exemplars:
+            exemplars = read_exemplars((folder / "exemplars.json").read_text())
+    return found, exemplars
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ServiceError(
+            f"{path.name} beside the adapter is not valid JSON: {exc}", "invalid_lineage"
+        ) from None
+    if not isinstance(data, dict):
+        raise ServiceError(
+            f"{path.name} beside the adapter must hold a JSON object", "invalid_lineage"
+        )
+    return data
+
+
+class AdapterAdmin:
+    """Register, promote, roll back and remove adapters, then bring serving in line."""
+
+    def __init__(
+        self,
+        registry: AdapterRegistry,
+        tenants: TenantService,
+        serving: Serving | None = None,
+        uploads_dir: Path | None = None,
+        max_upload_bytes: int = 64 << 20,
+    ) -> None:
+        self.registry = registry
+        self.tenants = tenants
+        self.serving: Serving = serving or NoServing()
+        self.uploads_dir = uploads_dir
+        self.max_upload_bytes = max_upload_bytes
+
+    # -- checks ---------------------------------------------------------------------------------
+    def check_tenants(self, owner: str | None, shared_with: list[str]) -> None:
+        """Every named tenant must exist: an adapter owned by a tenant that does not exist could
+        never be used, nor registered again by anyone else."""
+        for option, names in (("tenant", [owner] if owner else []), ("share", shared_with)):
+            for name in names:
+                if name != EVERYONE and self.tenants.get(name) is None:
+                    raise ServiceError(
+                        f"{option}: no tenant named {name!r}; create it with "
+                        f"`loraplex tenants create {name}`",
+                        "tenant_not_found",
+                        "not_found",
+                        param=option,
+                    )
+
+    def check_registrable(self, name: str, owner: str | None) -> None:
+        """Fail now, not after the work, when `name` cannot be registered by `owner`."""
+        check_adapter_name(name)
+        self.check_tenants(owner, [])
+        owners = {av.owner for av in self.registry.versions(name=name)}
+        if owners and owners != {owner}:
+            raise ServiceError(
+                f"adapter name {name!r} is taken; choose another name", "name_taken", "conflict"
+            )
+
+    # -- operations -----------------------------------------------------------------------------
+    async def register(
+        self,
+        src: Path,
+        name: str,
+        *,
+        owner: str | None = None,
+        shared_with: list[str] | None = None,
+        promote: bool = True,
+        force: bool = False,
+        exemplars: list[str] | None = None,
+    ) -> Change:
+        """Validate, store and version the adapter in `src`, with the lineage beside it.
+
+        A NO-GO `eval.json` keeps the version from becoming prod unless `force`; as a first
+        version it would be prod whatever is asked (a name always resolves), so it is refused.
+        """
+        shared = sorted({s.strip() for s in shared_with or [] if s.strip()})
+        await asyncio.to_thread(self.check_tenants, owner, shared)
+        found, beside = await asyncio.to_thread(lineage, Path(src))
+        notes: list[str] = []
+        if promote and not force and (found.get("eval_report") or {}).get("go") is False:
+            if not await asyncio.to_thread(self.registry.versions, None, name):
+                raise ServiceError(
+                    f"the adapter's eval.json says NO-GO and {name!r} has no version yet, so it "
+                    "would serve: improve it, or force it",
+                    "gates_failed",
+                    "conflict",
+                )
+            notes.append(
+                "eval.json beside the adapter says NO-GO: registered without promoting "
+                "(promote with force to override)"
+            )
+            promote = False
+        av = await asyncio.to_thread(
+            self.registry.register,
+            Path(src),
+            name,
+            owner=owner,
+            shared_with=shared,
+            promote=promote,
+            lineage=found,
+            exemplars=exemplars or beside,
+        )
+        change = Change([av], notes)
+        if av.is_prod:
+            change.sync = await self.serving.sync(av.name)
+        return change
+
+    async def register_archive(self, archive: Path, name: str, **options: Any) -> Change:
+        """`register` from an uploaded zip or tar of the adapter directory (lineage included)."""
+        if self.uploads_dir is None:
+            raise ServiceError("uploads are not configured here", "no_uploads", "internal")
+        self.uploads_dir.mkdir(parents=True, exist_ok=True)
+        src = await asyncio.to_thread(
+            extract_archive, archive, self.uploads_dir, self.max_upload_bytes
+        )
+        try:
+            return await self.register(src, name, **options)
+        finally:
+            shutil.rmtree(
+                self.uploads_dir / src.relative_to(self.uploads_dir).parts[0], ignore_errors=True
+            )
+
+    async def promote(self, ref: str, force: bool = False) -> Change:
+        """Make `NAME@N` prod (a recorded NO-GO evaluation only with `force`)."""
+        av = await asyncio.to_thread(self.registry.promote, ref, force)
+        return Change([av], sync=await self.serving.sync(av.name))
+
+    async def rollback(self, name: str) -> Change:
+        """Point prod back at the version that was prod before the current one."""
+        before = await asyncio.to_thread(self.registry.get, name)
+        av = await asyncio.to_thread(self.registry.rollback, name)
+        notes = [f"rolled back from v{before.version}"]
+        return Change([av], notes, await self.serving.sync(av.name))
+
+    async def remove(self, ref: str) -> Change:
+        """Remove one version (`NAME@N`) or the whole adapter (`NAME`), files included."""
+        gone = await asyncio.to_thread(self.registry.remove, ref)
+        return Change(gone, sync=await self.serving.sync(gone[0].name))
+
+    async def sync(self, name: str | None = None) -> SyncReport:
+        """Bring the engines in line with the registry (after changes made elsewhere)."""
+        return await self.serving.sync(name)

@@ -1,0 +1,181 @@
+"""`loraplex adapters ...`: register, list, promote, roll back and remove adapters.
+
+The CLI writes the registry (database + artifact store from the settings) through the same
+adapter admin service as the gateway's HTTP routes. When a gateway is running, it is then asked to
+bring every vLLM replica in line (`POST /v1/adapters/reload`); when none answers, nothing is lost:
+a gateway loads an adapter version vLLM does not hold on its first request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from serve.admin.adapters import Change, read_exemplars
+from serve.cli.common import (
+    AdminKeyOpt,
+    ConfigOpt,
+    GatewayOpt,
+    Typer,
+    err,
+    load_settings,
+    print_sync,
+    services,
+)
+
+app = Typer(
+    help="""Register, version, promote, roll back and remove LoRA adapters.
+
+    NAME means the adapter's prod version; NAME@N a given version. Examples:
+
+      loraplex adapters register runs/support/adapter --name support --tenant acme
+
+      loraplex adapters promote support@2
+
+      loraplex adapters rollback support
+    """,
+)
+
+
+def _report(change: Change, prod_moved: bool = False) -> None:
+    if prod_moved:
+        typer.echo(f"{change.version.name} prod -> v{change.version.version}")
+    for note in change.notes:
+        err.print(f"[yellow]{note}[/yellow]")
+    print_sync(change.sync)
+
+
+@app.command("register")
+def register(
+    directory: Annotated[Path, typer.Argument(help="PEFT adapter directory.", exists=True)],
+    name: Annotated[str, typer.Option(help="Adapter name; registering again adds a version.")],
+    tenant: Annotated[str | None, typer.Option(help="Owner tenant (default: admin-owned).")] = None,
+    share: Annotated[
+        str | None, typer.Option(help="Other tenants, comma-separated; * = all.")
+    ] = None,
+    promote: Annotated[bool, typer.Option(help="Make this version prod.")] = True,
+    force: Annotated[
+        bool, typer.Option(help="Register and promote even when eval.json says NO-GO.")
+    ] = False,
+    exemplars: Annotated[
+        Path | None,
+        typer.Option(help="Typical prompts (JSON list or one per line) for the router."),
+    ] = None,
+    config: ConfigOpt = None,
+    gateway: GatewayOpt = None,
+    admin_key: AdminKeyOpt = None,
+) -> None:
+    """Validate, store and version an adapter directory.
+
+    DIR holds adapter_config.json + adapter_model.safetensors (peft's save_pretrained).
+    Registering identical bytes again under the same name returns the existing version.
+    Lineage (report.json, eval.json) and exemplars.json next to the adapter are recorded; a
+    NO-GO eval.json keeps the version from becoming prod unless --force.
+
+    Examples:
+
+      loraplex adapters register runs/support/adapter --name support --tenant acme
+
+      loraplex adapters register ./adapter --name faq --share '*' --no-promote
+    """
+    admin = services(load_settings(config), gateway, admin_key).adapters
+    prompts = read_exemplars(exemplars.read_text()) if exemplars else None
+    change = asyncio.run(
+        admin.register(
+            directory,
+            name,
+            owner=tenant,
+            shared_with=(share or "").split(","),
+            promote=promote,
+            force=force,
+            exemplars=prompts,
+        )
+    )
+    av = change.version
+    verb = "already registered as" if av.existing else "registered"
+    typer.echo(f"{verb} {av.ref}{' (prod)' if av.is_prod else ''} digest {av.digest[:12]}")
+    _report(change)
+
+
+@app.command("list")
+def list_(
+    tenant: Annotated[str | None, typer.Option(help="Only what this tenant may use.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """List adapter versions: prod marked, owner, rank, digest.
+
+    Example: loraplex adapters list --tenant acme
+    """
+    registry = services(load_settings(config)).registry
+    table = Table("adapter", "version", "prod", "owner", "shared with", "rank", "digest", "created")
+    for av in registry.versions(tenant):
+        table.add_row(
+            av.name,
+            str(av.version),
+            "*" if av.is_prod else "",
+            av.owner or "(admin)",
+            ",".join(av.shared_with),
+            str(av.rank),
+            av.digest[:12],
+            av.created_at.strftime("%Y-%m-%d %H:%M"),
+        )
+    Console().print(table)
+
+
+@app.command("promote")
+def promote(
+    ref: Annotated[str, typer.Argument(help="NAME@VERSION")],
+    force: Annotated[
+        bool, typer.Option(help="Promote even when its recorded evaluation is NO-GO.")
+    ] = False,
+    config: ConfigOpt = None,
+    gateway: GatewayOpt = None,
+    admin_key: AdminKeyOpt = None,
+) -> None:
+    """Make NAME@VERSION the prod version: requests for NAME use it from now on.
+
+    A version whose `loraplex eval` came out NO-GO is refused unless --force.
+
+    Example: loraplex adapters promote support@2
+    """
+    admin = services(load_settings(config), gateway, admin_key).adapters
+    _report(asyncio.run(admin.promote(ref, force)), prod_moved=True)
+
+
+@app.command("rollback")
+def rollback(
+    name: Annotated[str, typer.Argument(help="NAME")],
+    config: ConfigOpt = None,
+    gateway: GatewayOpt = None,
+    admin_key: AdminKeyOpt = None,
+) -> None:
+    """Point prod back at the version that was prod before the current one.
+
+    Example: loraplex adapters rollback support
+    """
+    admin = services(load_settings(config), gateway, admin_key).adapters
+    _report(asyncio.run(admin.rollback(name)), prod_moved=True)
+
+
+@app.command("remove")
+def remove(
+    ref: Annotated[str, typer.Argument(help="NAME (all versions) or NAME@VERSION")],
+    config: ConfigOpt = None,
+    gateway: GatewayOpt = None,
+    admin_key: AdminKeyOpt = None,
+) -> None:
+    """Remove an adapter or one version, stored files included.
+
+    The prod version cannot be removed while other versions remain: promote or roll back first.
+
+    Examples: loraplex adapters remove support@1    loraplex adapters remove support
+    """
+    admin = services(load_settings(config), gateway, admin_key).adapters
+    change = asyncio.run(admin.remove(ref))
+    typer.echo("removed " + ", ".join(av.ref for av in change.versions))
+    _report(change)

@@ -1,0 +1,82 @@
+"""The gateway: a FastAPI app whose clients are created in the lifespan, never at import."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from adapters.hotswap import HotSwapper
+from serve import bootstrap
+from serve.admin.serving import ReplicaSync
+from serve.chat.service import ChatService
+from serve.engine.client import EngineClient
+from serve.gateway.errors import install_error_handlers
+from serve.gateway.limits import BodyLimitMiddleware
+from serve.gateway.metrics import Metrics
+from serve.gateway.requestlog import RequestLog
+from serve.gateway.routes import adapters, chat, documents, ops, tenants
+from serve.gateway.state import AppState
+from serve.services import Services
+from serve.settings import Settings
+
+
+def build_state(settings: Settings, urls: list[str]) -> AppState:
+    """Every long-lived client and service of one gateway process."""
+    key = settings.vllm_api_key.get_secret_value() if settings.vllm_api_key else None
+    engine = EngineClient(
+        urls, timeout_s=settings.request_timeout_s, num_retries=settings.num_retries, api_key=key
+    )
+    hotswap = HotSwapper(urls, api_key=key)
+    services = Services(settings)
+    services.serving = ReplicaSync(services.registry, hotswap)
+    chat_service = ChatService(
+        services.router, engine, services.retrieval, hotswap, settings.vllm_max_model_len
+    )
+    return AppState(
+        settings=settings,
+        services=services,
+        engine=engine,
+        hotswap=hotswap,
+        chat=chat_service,
+        metrics=Metrics(),
+        request_log=RequestLog(settings.logs_dir / "requests.log"),
+        admin_key=bootstrap.admin_key(settings),
+    )
+
+
+def create_app(settings: Settings, vllm_urls: list[str] | None = None) -> FastAPI:
+    """Build the gateway. `vllm_urls`: the replicas to use (default: settings.vllm_urls)."""
+    urls = list(vllm_urls or settings.vllm_urls)
+    if not urls:
+        raise ValueError("no vLLM URL: start one (`loraplex up`) or set LORAPLEX_VLLM_URLS")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = build_state(settings, urls)
+        state.request_log.open()
+        app.state.loraplex = state
+        try:
+            yield
+        finally:
+            state.request_log.close()
+            await state.engine.close()
+            await state.hotswap.aclose()
+            state.services.db.dispose()
+
+    app = FastAPI(
+        title="loraplex",
+        summary="OpenAI-compatible gateway for a base model, its LoRA adapters and retrieval.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body=settings.max_body_bytes,
+        max_upload=settings.max_upload_bytes,
+    )
+    install_error_handlers(app)
+    for module in (ops, chat, tenants, adapters, documents):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,198 @@
+"""`POST /v1/chat/completions` and `GET /v1/models`: the OpenAI surface tenants call."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from sse_starlette import EventSourceResponse
+
+from serve.chat.protocol import ChatCompletionRequest
+from serve.chat.service import ChatOutcome, loraplex_block
+from serve.errors import ServiceError, engine_unavailable, kind_of, model_not_found
+from serve.gateway.deps import ChatDep, RegistryDep, SettingsDep, StateDep, TenantDep
+from serve.gateway.errors import error_body, status_of, validation_error
+from serve.gateway.state import AppState
+from serve.routing import Decision
+from serve.tenants import Tenant
+
+router = APIRouter(tags=["openai"])
+
+
+def _invalid_json(message: str) -> ServiceError:
+    return ServiceError(message, "invalid_json")
+
+
+async def parse_chat_request(request: Request) -> ChatCompletionRequest:
+    """Parse and validate the body ourselves, so every mistake gets a 400 that names the field."""
+    raw = await request.body()
+    try:
+        payload = json.loads(raw or b"null")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _invalid_json(f"The body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _invalid_json("The body's JSON is nested too deeply.") from None
+    if not isinstance(payload, dict):
+        raise _invalid_json("The body must be a JSON object.")
+    try:
+        return ChatCompletionRequest.model_validate(payload)
+    except RecursionError:
+        raise _invalid_json("The body's JSON is nested too deeply.") from None
+    except ValidationError as exc:
+        raise validation_error(exc.errors()) from None
+
+
+class ChatRecorder:
+    """One request's facts to the metrics and the request log, once it has ended."""
+
+    def __init__(self, state: AppState, tenant: Tenant, req: ChatCompletionRequest) -> None:
+        self.state = state
+        self.tenant = tenant
+        self.req = req
+        self.started = time.perf_counter()
+
+    def __call__(
+        self,
+        status: int,
+        model: str,
+        decision: Decision | None,
+        usage: dict[str, int] | None,
+        first_at: float | None = None,
+        error: str | None = None,
+    ) -> None:
+        seconds = time.perf_counter() - self.started
+        route = decision.route if decision is not None else "unrouted"
+        name = self.tenant.name
+        self.state.metrics.observe_chat(
+            tenant=name, model=model, route=route, status=status, seconds=seconds, usage=usage
+        )
+        if first_at is not None:
+            self.state.metrics.ttft.labels(name, model).observe(first_at - self.started)
+        self.state.request_log.write(
+            tenant=name,
+            model=model,
+            route=route,
+            status=status,
+            error=error,
+            adapter=decision.adapter_ref if decision is not None else None,
+            reason=decision.reason if decision is not None else None,
+            stream=self.req.stream,
+            latency_ms=round(seconds * 1000, 1),
+            usage=usage,
+        )
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(
+    request: Request, state: StateDep, chat: ChatDep, tenant: TenantDep
+) -> Any:
+    """OpenAI chat completions, streamed (SSE) or not, routed per tenant."""
+    req = await parse_chat_request(request)
+    record = ChatRecorder(state, tenant, req)
+    try:
+        outcome = await chat.complete(tenant, req)
+    except Exception as exc:
+        if kind_of(exc) is not None:
+            # A name the tenant may not use is the caller's free text: one label for all of
+            # them keeps the metric's label set bounded.
+            model = "_unknown" if getattr(exc, "code", None) == "model_not_found" else req.model
+            record(status_of(exc), model, None, None, error=getattr(exc, "code", None))
+        raise
+    for ok in outcome.adapter_loads:
+        state.metrics.adapter_loads.labels("ok" if ok else "failed").inc()
+    decision = outcome.decision
+    headers = {"x-loraplex-route": decision.route, "x-loraplex-adapter": decision.adapter_ref or ""}
+    if outcome.stream is not None:
+
+        def done(status: int, usage: dict[str, int] | None, first_at: float | None) -> None:
+            record(status, req.model, decision, usage, first_at)
+
+        return EventSourceResponse(
+            stream_events(outcome, req, done), headers=headers, ping=15, sep="\n"
+        )
+    record(200, req.model, decision, (outcome.body or {}).get("usage"))
+    return JSONResponse(outcome.body, headers=headers)
+
+
+async def stream_events(
+    outcome: ChatOutcome,
+    req: ChatCompletionRequest,
+    on_done: Callable[[int, dict[str, int] | None, float | None], None],
+) -> AsyncIterator[str]:
+    """SSE data lines for a stream: chunks with the caller's model name, then `[DONE]`.
+
+    The `loraplex` block rides on the first chunk; usage is forwarded only when asked for,
+    but always counted. `on_done(status, usage, first_at)` gets the perf_counter time of the
+    first chunk sent (None if none was), for the time-to-first-token metric.
+    """
+    assert outcome.stream is not None
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    usage: dict[str, int] | None = None
+    first_at: float | None = None
+    status = 200
+    try:
+        async for chunk in outcome.stream:
+            chunk["model"] = req.model
+            if chunk.get("usage"):
+                usage = chunk["usage"]
+                if not include_usage:
+                    continue
+            if first_at is None:
+                chunk["loraplex"] = loraplex_block(outcome.decision, outcome.citations)
+                first_at = time.perf_counter()
+            yield json.dumps(chunk, separators=(",", ":"))
+    except Exception as exc:  # noqa: BLE001 - a stream cannot change its status; say so inline
+        status = 503
+        yield json.dumps(error_body(engine_unavailable(type(exc).__name__)))
+    finally:
+        on_done(status, usage, first_at)
+    yield "[DONE]"
+
+
+def _model_card(model_id: str, created: int, owned_by: str, **extra: Any) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": owned_by, **extra}
+
+
+def visible_models(
+    settings: SettingsDep, registry: RegistryDep, tenant: TenantDep
+) -> list[dict[str, Any]]:
+    """`auto`, the base model (where the policy allows it) and the tenant's prod adapters."""
+    now = int(time.time())
+    base = settings.base_model
+    cards = [_model_card("auto", now, "loraplex", parent=base)]
+    if tenant.policy.allows_base(base):
+        cards.append(_model_card(base, now, "loraplex", root=base))
+    for av in registry.list_for_tenant(tenant.name):
+        cards.append(
+            _model_card(
+                av.name,
+                int(av.created_at.timestamp()),
+                av.owner or "loraplex",
+                parent=base,
+                root=base,
+                version=av.version,
+            )
+        )
+    return cards
+
+
+@router.get("/v1/models")
+def list_models(settings: SettingsDep, registry: RegistryDep, tenant: TenantDep) -> dict[str, Any]:
+    """The models this tenant may call: `auto`, the base model and its adapters."""
+    return {"object": "list", "data": visible_models(settings, registry, tenant)}
+
+
+@router.get("/v1/models/{model_id:path}")
+def get_model(
+    model_id: str, settings: SettingsDep, registry: RegistryDep, tenant: TenantDep
+) -> dict[str, Any]:
+    """One model card, if this tenant may use it."""
+    for card in visible_models(settings, registry, tenant):
+        if card["id"] == model_id:
+            return card
+    raise model_not_found(model_id)

@@ -1,0 +1,166 @@
+"""Tenants and their API keys (stored as SHA-256 digests, shown once)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from serve.errors import ServiceError
+from serve.names import check_tenant_name
+from serve.tenants.policy import TenantPolicy, parse_policy
+from serve.tenants.tables import ApiKeyRow, TenantRow
+
+KEY_PREFIX = "lpx-"
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """A resolved tenant, as handlers see it."""
+
+    name: str
+    policy: TenantPolicy = field(default_factory=TenantPolicy)
+    created_at: datetime | None = None
+    key_count: int = 0
+
+
+def new_key() -> str:
+    """A fresh API key: prefix plus 32 bytes of randomness."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    """Keys are random and long, so an unsalted SHA-256 is enough (no dictionary to attack)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def keys_match(key: str, digest: str) -> bool:
+    """Constant-time comparison of a key with a stored digest."""
+    return hmac.compare_digest(hash_key(key), digest)
+
+
+def tenant_not_found(name: str) -> ServiceError:
+    """The error for a tenant name that does not exist."""
+    return ServiceError(
+        f"no tenant named {name!r} (`loraplex tenants list`; `loraplex tenants create {name}` "
+        "makes it)",
+        "tenant_not_found",
+        "not_found",
+    )
+
+
+def _to_tenant(row: TenantRow) -> Tenant:
+    return Tenant(row.name, TenantPolicy(**(row.policy or {})), row.created_at, len(row.keys))
+
+
+class TenantService:
+    """Create, list, authenticate and delete tenants."""
+
+    def __init__(self, engine: Engine, cache_ttl_s: float = 10.0) -> None:
+        """`engine`: a migrated database (`serve.database.migrate`)."""
+        self.engine = engine
+        self.cache_ttl_s = cache_ttl_s
+        # digest -> (tenant, expiry). Changes made through this service clear it at once; other
+        # gateway replicas see them within cache_ttl_s.
+        self._cache: dict[str, tuple[Tenant, float]] = {}
+
+    def cached(self, key: str) -> Tenant | None:
+        """The tenant for `key` if it was authenticated within the cache TTL."""
+        hit = self._cache.get(hash_key(key))
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        return None
+
+    def create(self, name: str, policy: dict[str, Any] | None = None) -> tuple[Tenant, str]:
+        """Create a tenant with one key; returns the tenant and the key (shown once)."""
+        check_tenant_name(name)
+        parsed = parse_policy(policy)
+        key = new_key()
+        now = datetime.now(UTC)
+        exists = ServiceError(f"tenant {name!r} already exists", "tenant_exists", "conflict")
+        with Session(self.engine) as s:
+            if s.get(TenantRow, name) is not None:
+                raise exists
+            row = TenantRow(name=name, policy=parsed.model_dump(), created_at=now)
+            row.keys.append(ApiKeyRow(digest=hash_key(key), prefix=key[:8], created_at=now))
+            s.add(row)
+            try:
+                s.commit()
+            except IntegrityError:
+                raise exists from None
+            return _to_tenant(row), key
+
+    def add_key(self, name: str) -> str:
+        """A new key for an existing tenant (shown once)."""
+        key = new_key()
+        with Session(self.engine) as s:
+            row = self._row(s, name)
+            row.keys.append(
+                ApiKeyRow(digest=hash_key(key), prefix=key[:8], created_at=datetime.now(UTC))
+            )
+            s.commit()
+        return key
+
+    def set_policy(self, name: str, policy: dict[str, Any]) -> Tenant:
+        """Replace a tenant's policy."""
+        parsed = parse_policy(policy)
+        with Session(self.engine) as s:
+            row = self._row(s, name)
+            row.policy = parsed.model_dump()
+            s.commit()
+            self._cache.clear()
+            return _to_tenant(row)
+
+    def get(self, name: str) -> Tenant | None:
+        """The tenant called `name`, or None."""
+        with Session(self.engine) as s:
+            row = s.get(TenantRow, name)
+            return _to_tenant(row) if row else None
+
+    def require(self, name: str) -> Tenant:
+        """The tenant called `name`, or a not_found error that says how to make it."""
+        tenant = self.get(name)
+        if tenant is None:
+            raise tenant_not_found(name)
+        return tenant
+
+    def list(self) -> list[Tenant]:
+        """Every tenant, by name."""
+        with Session(self.engine) as s:
+            return [_to_tenant(r) for r in s.scalars(select(TenantRow).order_by(TenantRow.name))]
+
+    def authenticate(self, key: str) -> Tenant | None:
+        """The tenant owning `key`, or None. Lookup is by digest, so timing leaks nothing useful."""
+        if not key.startswith(KEY_PREFIX):
+            return None
+        digest = hash_key(key)
+        with Session(self.engine) as s:
+            row = s.get(ApiKeyRow, digest)
+            if row is None:
+                return None
+            tenant = _to_tenant(row.tenant)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[digest] = (tenant, time.monotonic() + self.cache_ttl_s)
+        return tenant
+
+    def delete(self, name: str) -> None:
+        """Delete the tenant and its keys (its documents are the caller's to drop)."""
+        with Session(self.engine) as s:
+            s.delete(self._row(s, name))
+            s.commit()
+        self._cache.clear()
+
+    def _row(self, s: Session, name: str) -> TenantRow:
+        row = s.get(TenantRow, name)
+        if row is None:
+            raise tenant_not_found(name)
+        return row
