@@ -190,7 +190,7 @@ def test_every_image_is_pinned_by_version(rendered, layer) -> None:
 
 
 def test_the_dockerfile_pins_its_base_runs_unprivileged_and_carries_the_demo_model() -> None:
-    from serve.models import PACKAGE
+    from serve.engine.basemodel import PACKAGE
 
     text = (K8S / "Dockerfile").read_text()
     base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.M)
@@ -261,7 +261,7 @@ def test_settings_load_from_the_config_map(rendered, layer, monkeypatch) -> None
 RESOLVER_VARIABLES = {"LORAPLEX_RESOLVER_DB", "LORAPLEX_RESOLVER_STORE"}
 # Settings the gateway must still grow to use what the manifests hand it: the key it sends to
 # vLLM and the token it sends to Chroma. Remove a name here once Settings has it.
-PENDING_SETTINGS = {"LORAPLEX_VLLM_API_KEY", "LORAPLEX_CHROMA_TOKEN"}
+PENDING_SETTINGS = {"LORAPLEX_CHROMA_TOKEN"}
 
 
 def _loraplex_names(node: Any, found: set[str]) -> None:
