@@ -340,6 +340,18 @@ class AdapterRegistry:
                     self.store.delete(av.digest)
         return gone
 
+    def unshare(self, tenant: str) -> list[str]:
+        """Take `tenant` out of every adapter's sharing list (it is going away); the names of
+        the adapters that listed it."""
+        with self._lock, Session(self.engine) as s:
+            changed = []
+            for row in s.scalars(select(AdapterRow)):
+                if tenant in (row.shared_with or []):
+                    row.shared_with = [t for t in row.shared_with if t != tenant]
+                    changed.append(row.name)
+            s.commit()
+        return changed
+
     # -- reading --------------------------------------------------------------------------------
     def versions(self, tenant: str | None = None, name: str | None = None) -> list[AdapterVersion]:
         """Every version (optionally of one adapter, or usable by one tenant)."""

@@ -87,5 +87,5 @@ class Services:
 
     @cached_property
     def tenant_admin(self) -> TenantAdmin:
-        """Tenant administration that spans tenants and their documents."""
-        return TenantAdmin(self.tenants, self.retrieval)
+        """Tenant administration that spans tenants, their documents and their adapters."""
+        return TenantAdmin(self.tenants, self.retrieval, self.adapters)

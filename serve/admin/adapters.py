@@ -1,7 +1,8 @@
 """Adapter administration, the same for HTTP and the CLI: register, promote, roll back, remove.
 
-Every rule lives here once: the owner and the tenants an adapter is shared with must exist; the
-name must be free or the caller's; lineage (`report.json`, `eval.json`, `exemplars.json` beside
+Every rule lives here once: the owner and the tenants an adapter is shared with must exist, and
+the adapter is recorded as theirs by tenant id (a tenant created later under a deleted one's name
+inherits nothing); the name must be free or the caller's; lineage (`report.json`, `eval.json`, `exemplars.json` beside
 the adapter) is recorded; a NO-GO evaluation never becomes prod without `force`. After each
 change, `serving.sync(name)` brings vLLM in line: inside the gateway that loads and unloads on
 the replicas (`ReplicaSync`), from the CLI it asks a running gateway to do so (`GatewayNotifier`).
@@ -118,27 +119,49 @@ class AdapterAdmin:
         self.uploads_dir = uploads_dir
         self.max_upload_bytes = max_upload_bytes
 
-    # -- checks ---------------------------------------------------------------------------------
-    def check_tenants(self, owner: str | None, shared_with: list[str]) -> None:
-        """Every named tenant must exist: an adapter owned by a tenant that does not exist could
-        never be used, nor registered again by anyone else."""
-        for option, names in (("tenant", [owner] if owner else []), ("share", shared_with)):
-            for name in names:
-                if name != EVERYONE and self.tenants.get(name) is None:
-                    raise ServiceError(
-                        f"{option}: no tenant named {name!r}; create it with "
-                        f"`loraplex tenants create {name}`",
-                        "tenant_not_found",
-                        "not_found",
-                        param=option,
-                    )
+    # -- names and ids ---------------------------------------------------------------------------
+    def tenant_ids(self, owner: str | None, shared_with: list[str]) -> tuple[str | None, list[str]]:
+        """The ids of the tenants named (adapters belong to ids, never to reusable names); a
+        named tenant that does not exist is an error: an adapter owned by nobody could never be
+        used, nor registered again by anyone else."""
+
+        def id_of(option: str, name: str) -> str:
+            tenant = self.tenants.get(name)
+            if tenant is None:
+                raise ServiceError(
+                    f"{option}: no tenant named {name!r}; create it with "
+                    f"`loraplex tenants create {name}`",
+                    "tenant_not_found",
+                    "not_found",
+                    param=option,
+                )
+            return tenant.id
+
+        owner_id = id_of("tenant", owner) if owner else None
+        shared = [s if s == EVERYONE else id_of("share", s) for s in shared_with]
+        return owner_id, shared
+
+    def describe(self, av: AdapterVersion, names: dict[str, str] | None = None) -> dict[str, Any]:
+        """A version as the admin API shows it: owner and sharing by tenant name."""
+        names = names if names is not None else self.tenants.names()
+        out = av.to_dict()
+        out["owner_id"] = av.owner
+        out["owner"] = names.get(av.owner, av.owner) if av.owner else None
+        out["shared_with"] = [names.get(t, t) for t in av.shared_with]
+        return out
+
+    def listing(self, tenant: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
+        """Every version (of one adapter, or usable by the tenant named), described."""
+        tenant_id = self.tenants.require(tenant).id if tenant else None
+        names = self.tenants.names()
+        return [self.describe(av, names) for av in self.registry.versions(tenant_id, name)]
 
     def check_registrable(self, name: str, owner: str | None) -> None:
         """Fail now, not after the work, when `name` cannot be registered by `owner`."""
         check_adapter_name(name)
-        self.check_tenants(owner, [])
+        owner_id, _ = self.tenant_ids(owner, [])
         owners = {av.owner for av in self.registry.versions(name=name)}
-        if owners and owners != {owner}:
+        if owners and owners != {owner_id}:
             raise ServiceError(
                 f"adapter name {name!r} is taken; choose another name", "name_taken", "conflict"
             )
@@ -160,8 +183,8 @@ class AdapterAdmin:
         A NO-GO `eval.json` keeps the version from becoming prod unless `force`; as a first
         version it would be prod whatever is asked (a name always resolves), so it is refused.
         """
-        shared = sorted({s.strip() for s in shared_with or [] if s.strip()})
-        await asyncio.to_thread(self.check_tenants, owner, shared)
+        wanted = sorted({s.strip() for s in shared_with or [] if s.strip()})
+        owner_id, shared = await asyncio.to_thread(self.tenant_ids, owner, wanted)
         found, beside = await asyncio.to_thread(lineage, Path(src))
         notes: list[str] = []
         if promote and not force and (found.get("eval_report") or {}).get("go") is False:
@@ -181,7 +204,7 @@ class AdapterAdmin:
             self.registry.register,
             Path(src),
             name,
-            owner=owner,
+            owner=owner_id,
             shared_with=shared,
             promote=promote,
             lineage=found,

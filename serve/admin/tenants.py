@@ -1,29 +1,50 @@
-"""Tenant administration that reaches beyond the tenants' tables (their documents)."""
+"""Tenant administration that reaches beyond the tenants' tables: documents and adapters."""
 
 from __future__ import annotations
 
+import asyncio
+
 from retrieval.service import RetrievalService
+from serve.admin.adapters import AdapterAdmin
+from serve.errors import ServiceError
 from serve.tenants import TenantService
 
 
 class TenantAdmin:
     """Delete a tenant with everything it owns."""
 
-    def __init__(self, tenants: TenantService, retrieval: RetrievalService) -> None:
+    def __init__(
+        self, tenants: TenantService, retrieval: RetrievalService, adapters: AdapterAdmin
+    ) -> None:
         self.tenants = tenants
         self.retrieval = retrieval
+        self.adapters = adapters
 
-    def delete(self, name: str) -> None:
-        """Delete a tenant, its keys and its documents (Chroma collection and BM25 index).
-
-        Documents go after the row, so no key can ingest again in between; left behind, they
-        would reappear for a new tenant of the same name. A delete whose document clean-up
-        failed after the row went can be repeated: the leftovers are removed, and with nothing
-        left it is a plain not_found.
-        """
-        if self.tenants.get(name) is None:
-            if not self.retrieval.drop_tenant(name):
-                self.tenants.require(name)  # raises the not_found error
-            return
-        self.tenants.delete(name)
-        self.retrieval.drop_tenant(name)
+    async def delete(self, name: str, delete_adapters: bool = False) -> dict[str, object]:
+        """Delete a tenant: its keys, its documents, its adapters (only with `delete_adapters`;
+        refused while it owns some otherwise), its place in other adapters' sharing lists, and
+        finally its row. Every step can be repeated, so a delete that failed half-way (Chroma
+        down) is finished by running it again; the row goes last, so it can be found again."""
+        tenant = await asyncio.to_thread(self.tenants.require, name)
+        registry = self.adapters.registry
+        owned = sorted(
+            {
+                av.name
+                for av in await asyncio.to_thread(registry.versions, tenant.id)
+                if av.owner == tenant.id
+            }
+        )
+        if owned and not delete_adapters:
+            raise ServiceError(
+                f"tenant {name!r} owns adapters {owned}: remove them first, or delete the "
+                "tenant with its adapters (--delete-adapters / ?delete_adapters=true)",
+                "tenant_owns_adapters",
+                "conflict",
+            )
+        await asyncio.to_thread(self.tenants.revoke_all_keys, name)  # nothing new comes in
+        await asyncio.to_thread(self.retrieval.drop_tenant, tenant.id)
+        for adapter in owned:
+            await self.adapters.remove(adapter)
+        await asyncio.to_thread(registry.unshare, tenant.id)
+        await asyncio.to_thread(self.tenants.delete, name)
+        return {"name": name, "deleted": True, "adapters_removed": owned}

@@ -121,7 +121,7 @@ class ChatService:
         result = decision.retrieval
         if result is None:
             result = self.retrieval.search(
-                tenant.name, req.last_user_text(), top_k=req.loraplex.top_k
+                tenant.id, req.last_user_text(), top_k=req.loraplex.top_k
             )
             decision.scores.update(retrieval_scores(result))
         return build_rag_messages(messages, result.hits)

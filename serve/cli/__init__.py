@@ -8,8 +8,6 @@ loraplex adapters register ./my-adapter --name support --tenant acme
 
 from __future__ import annotations
 
-import sys
-
 from serve.cli import adapters, data, docs, models, route, tenants, train, up
 from serve.cli.common import Typer
 
@@ -27,6 +25,3 @@ app.command("eval")(train.evaluate)
 app.command("ingest")(docs.ingest)
 app.add_typer(docs.app, name="docs", help="Search and delete ingested documents.")
 app.command("route")(route.route)
-
-if __name__ == "__main__":
-    sys.exit(app())

@@ -111,18 +111,18 @@ def list_(
 
     Example: loraplex adapters list --tenant acme
     """
-    registry = services(load_settings(config)).registry
+    admin = services(load_settings(config)).adapters
     table = Table("adapter", "version", "prod", "owner", "shared with", "rank", "digest", "created")
-    for av in registry.versions(tenant):
+    for av in admin.listing(tenant):
         table.add_row(
-            av.name,
-            str(av.version),
-            "*" if av.is_prod else "",
-            av.owner or "(admin)",
-            ",".join(av.shared_with),
-            str(av.rank),
-            av.digest[:12],
-            av.created_at.strftime("%Y-%m-%d %H:%M"),
+            av["name"],
+            str(av["version"]),
+            "*" if av["prod"] else "",
+            av["owner"] or "(admin)",
+            ",".join(av["shared_with"]),
+            str(av["rank"]),
+            av["digest"][:12],
+            av["created_at"][:16].replace("T", " "),
         )
     Console().print(table)
 

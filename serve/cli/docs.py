@@ -17,8 +17,10 @@ app = Typer(help="Search, inspect and delete a tenant's ingested documents.")
 TenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="Tenant whose collection to use.")]
 
 
-def _service(config: Path | None) -> RetrievalService:
-    return services(load_settings(config)).retrieval
+def _service(config: Path | None, tenant: str) -> tuple[RetrievalService, str]:
+    """The retrieval service and the id the tenant's documents are kept under."""
+    svc = services(load_settings(config))
+    return svc.retrieval, svc.tenants.require(tenant).id
 
 
 def _parse_where(pairs: list[str]) -> dict[str, Any] | None:
@@ -57,7 +59,8 @@ def ingest(
 
         loraplex ingest -t acme handbook.pdf --no-progress
     """
-    report = _service(config).ingest_paths(tenant, paths, progress=progress)
+    retrieval, tenant_id = _service(config, tenant)
+    report = retrieval.ingest_paths(tenant_id, paths, progress=progress)
     table = Table(
         "documents",
         "chunks added",
@@ -94,7 +97,8 @@ def search(
 
         loraplex docs search -t acme "returns policy" --mode dense --where lang=en
     """
-    result = _service(config).search(tenant, query, top_k, _parse_where(where or []), mode)
+    retrieval, tenant_id = _service(config, tenant)
+    result = retrieval.search(tenant_id, query, top_k, _parse_where(where or []), mode)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
@@ -130,9 +134,9 @@ def delete(
 
     Example: loraplex docs delete --tenant acme docs/returns.md
     """
-    service = _service(config)
-    fn = service.delete_source if source else service.delete_document
-    removed = fn(tenant, doc_id)
+    retrieval, tenant_id = _service(config, tenant)
+    fn = retrieval.delete_source if source else retrieval.delete_document
+    removed = fn(tenant_id, doc_id)
     if not removed:
         fail(
             f"tenant {tenant!r} has no {'source' if source else 'document'} {doc_id!r}; see "
@@ -148,4 +152,5 @@ def stats(tenant: TenantOpt, config: ConfigOpt = None) -> None:
 
     Example: loraplex docs stats --tenant acme
     """
-    typer.echo(json.dumps(_service(config).stats(tenant), indent=2))
+    retrieval, tenant_id = _service(config, tenant)
+    typer.echo(json.dumps({**retrieval.stats(tenant_id), "tenant": tenant}, indent=2))

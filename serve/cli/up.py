@@ -82,11 +82,11 @@ def run_stack(settings: Settings) -> None:
         urls = list(settings.vllm_urls)
         if not urls and settings.vllm_api_key is None:
             # The vLLM started here answers only the gateway: a key nobody else is told.
-            key = SecretStr(secrets.token_urlsafe(32))
-            settings = settings.model_copy(update={"vllm_api_key": key})
+            vllm_key = secrets.token_urlsafe(32)
+            settings = settings.model_copy(update={"vllm_api_key": SecretStr(vllm_key)})
             # For operators and benchmarks that call this vLLM directly (mode 600, like the
             # admin key); replaced on every start.
-            bootstrap.write_secret(settings.data_dir / "vllm_key", key.get_secret_value())
+            bootstrap.write_secret(settings.data_dir / "vllm_key", vllm_key)
         if not urls:
             log_path = settings.logs_dir / "vllm.log"
             server = VllmServer(settings, settings.resolved_model_dir, log_path)
@@ -107,8 +107,8 @@ def run_stack(settings: Settings) -> None:
         console.print(f"[bold green]loraplex gateway:[/bold green] {url}/v1")
         console.print(f"admin key: {settings.data_dir / 'admin_key'} (or LORAPLEX_ADMIN_KEY)")
         if demo is not None:
-            name, key = demo
-            shown = key or f"(see {settings.data_dir / 'demo_key'})"
+            name, demo_key = demo
+            shown = demo_key or f"(see {settings.data_dir / 'demo_key'})"
             console.print(f"demo tenant [bold]{name}[/bold] key: {shown}")
         console.print(f"base model: {settings.base_model}")
         uvicorn.run(

@@ -92,7 +92,7 @@ class Router:
             if not base_allowed:
                 raise model_not_found(req.model)
         elif req.model != AUTO:
-            adapter = self.registry.resolve_for_tenant(req.model, tenant.name)
+            adapter = self.registry.resolve_for_tenant(req.model, tenant.id)
             if adapter is None:
                 raise model_not_found(req.model)
         if req.adapter:
@@ -103,7 +103,7 @@ class Router:
                     "conflicting_adapter",
                     param="loraplex.adapter",
                 )
-            adapter = self.registry.resolve_for_tenant(req.adapter, tenant.name)
+            adapter = self.registry.resolve_for_tenant(req.adapter, tenant.id)
             if adapter is None:
                 raise model_not_found(req.adapter)
 
@@ -151,7 +151,7 @@ class Router:
         """The tenant's adapter whose exemplar prompts are most similar to `query` (cosine)."""
         if self.embedder is None or not query:
             return None, 0.0
-        candidates = [a for a in self.registry.list_for_tenant(tenant.name) if a.exemplars]
+        candidates = [a for a in self.registry.list_for_tenant(tenant.id) if a.exemplars]
         if not candidates:
             return None, 0.0
         [q] = self.embedder.embed([query])
@@ -195,7 +195,7 @@ class Router:
         scores: dict[str, float] = {}
         strong = False
         if wants_rag and req.query:
-            result = self.retrieval.search(tenant.name, req.query, top_k=req.top_k)
+            result = self.retrieval.search(tenant.id, req.query, top_k=req.top_k)
             scores = retrieval_scores(result)
             strong = scores.get("retrieval_top", 0.0) >= tenant.policy.rag_min_score
         threshold = tenant.policy.rag_min_score

@@ -1,10 +1,18 @@
 """Tenants: who calls, with which keys, under which policy."""
 
 from serve.tenants.policy import ALL_ROUTES, Route, TenantPolicy, parse_policy
-from serve.tenants.service import Tenant, TenantService, hash_key, new_key, tenant_not_found
+from serve.tenants.service import (
+    KeyInfo,
+    Tenant,
+    TenantService,
+    hash_key,
+    new_key,
+    tenant_not_found,
+)
 
 __all__ = [
     "ALL_ROUTES",
+    "KeyInfo",
     "Route",
     "Tenant",
     "TenantPolicy",

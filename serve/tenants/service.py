@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import secrets
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,12 +25,32 @@ KEY_PREFIX = "lpx-"
 
 @dataclass(frozen=True)
 class Tenant:
-    """A resolved tenant, as handlers see it."""
+    """A resolved tenant, as handlers see it. `id` is what its data belongs to (never reused);
+    `name` is how people call it (free again once the tenant is deleted)."""
 
     name: str
     policy: TenantPolicy = field(default_factory=TenantPolicy)
     created_at: datetime | None = None
     key_count: int = 0
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", self.name)
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """An API key as it can be shown again: its public id and prefix, never the key."""
+
+    id: str
+    prefix: str
+    created_at: datetime
+
+
+def key_id(digest: str) -> str:
+    """The public handle of a key (to list and revoke it by): the start of its digest."""
+    return digest[:12]
 
 
 def new_key() -> str:
@@ -58,13 +79,14 @@ def tenant_not_found(name: str) -> ServiceError:
 
 
 def _to_tenant(row: TenantRow) -> Tenant:
-    return Tenant(row.name, TenantPolicy(**(row.policy or {})), row.created_at, len(row.keys))
+    policy = TenantPolicy(**(row.policy or {}))
+    return Tenant(row.name, policy, row.created_at, len(row.keys), row.id)
 
 
 class TenantService:
     """Create, list, authenticate and delete tenants."""
 
-    def __init__(self, engine: Engine, cache_ttl_s: float = 10.0) -> None:
+    def __init__(self, engine: Engine, cache_ttl_s: float = 5.0) -> None:
         """`engine`: a migrated database (`serve.database.migrate`)."""
         self.engine = engine
         self.cache_ttl_s = cache_ttl_s
@@ -89,7 +111,9 @@ class TenantService:
         with Session(self.engine) as s:
             if s.get(TenantRow, name) is not None:
                 raise exists
-            row = TenantRow(name=name, policy=parsed.model_dump(), created_at=now)
+            row = TenantRow(
+                name=name, id=uuid.uuid4().hex, policy=parsed.model_dump(), created_at=now
+            )
             row.keys.append(ApiKeyRow(digest=hash_key(key), prefix=key[:8], created_at=now))
             s.add(row)
             try:
@@ -109,6 +133,56 @@ class TenantService:
             s.commit()
         return key
 
+    def keys(self, name: str) -> list[KeyInfo]:
+        """The tenant's keys, oldest first, by public id and prefix."""
+        with Session(self.engine) as s:
+            row = self._row(s, name)
+            found = [KeyInfo(key_id(k.digest), k.prefix, k.created_at) for k in row.keys]
+        return sorted(found, key=lambda k: k.created_at)
+
+    def revoke_key(self, name: str, kid: str) -> KeyInfo:
+        """Revoke one key by its public id: refused at once here, and by other processes once
+        their cache entry expires (`cache_ttl_s`)."""
+        with Session(self.engine) as s:
+            row = self._row(s, name)
+            matches = [k for k in row.keys if key_id(k.digest) == kid]
+            if not matches:
+                raise ServiceError(
+                    f"tenant {name!r} has no key {kid!r} (`loraplex tenants keys list {name}`)",
+                    "key_not_found",
+                    "not_found",
+                )
+            gone = matches[0]
+            info = KeyInfo(kid, gone.prefix, gone.created_at)
+            s.delete(gone)
+            s.commit()
+        self._cache.clear()
+        return info
+
+    def revoke_all_keys(self, name: str) -> int:
+        """Revoke every key of the tenant; how many there were."""
+        with Session(self.engine) as s:
+            row = self._row(s, name)
+            count = len(row.keys)
+            row.keys.clear()
+            s.commit()
+        self._cache.clear()
+        return count
+
+    def rotate_keys(self, name: str) -> tuple[str, list[KeyInfo]]:
+        """A new key (shown once) replacing all the tenant's keys, which are revoked."""
+        key = new_key()
+        with Session(self.engine) as s:
+            row = self._row(s, name)
+            old = [KeyInfo(key_id(k.digest), k.prefix, k.created_at) for k in row.keys]
+            row.keys.clear()
+            row.keys.append(
+                ApiKeyRow(digest=hash_key(key), prefix=key[:8], created_at=datetime.now(UTC))
+            )
+            s.commit()
+        self._cache.clear()
+        return key, old
+
     def set_policy(self, name: str, policy: dict[str, Any]) -> Tenant:
         """Replace a tenant's policy."""
         parsed = parse_policy(policy)
@@ -124,6 +198,11 @@ class TenantService:
         with Session(self.engine) as s:
             row = s.get(TenantRow, name)
             return _to_tenant(row) if row else None
+
+    def names(self) -> dict[str, str]:
+        """Tenant id -> name, for showing who owns what."""
+        with Session(self.engine) as s:
+            return dict(s.execute(select(TenantRow.id, TenantRow.name)).tuples().all())
 
     def require(self, name: str) -> Tenant:
         """The tenant called `name`, or a not_found error that says how to make it."""

@@ -17,6 +17,10 @@ class TenantRow(Base):
     __tablename__ = "tenants"
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # What the tenant's adapters, documents and feedback belong to: never given out twice, so a
+    # tenant created later under the same name inherits nothing. (Tenants from before ids were
+    # kept have their name as id, which is what their data was keyed by.)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
     policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     keys: Mapped[list[ApiKeyRow]] = relationship(

@@ -12,8 +12,8 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from adapters.errors import UploadTooLarge
-from serve.admin.adapters import Change, read_exemplars
-from serve.gateway.deps import AdaptersDep, AdminDep, RegistryDep, SettingsDep
+from serve.admin.adapters import AdapterAdmin, Change, read_exemplars
+from serve.gateway.deps import AdaptersDep, AdminDep, SettingsDep
 
 router = APIRouter(prefix="/v1/adapters", tags=["admin"])
 
@@ -22,8 +22,8 @@ def _split(value: str | None) -> list[str]:
     return [v.strip() for v in (value or "").split(",") if v.strip()]
 
 
-def _answer(change: Change) -> dict[str, Any]:
-    return {"adapter": change.version.to_dict(), "notes": change.notes, **change.sync}
+def _answer(admin: AdapterAdmin, change: Change) -> dict[str, Any]:
+    return {"adapter": admin.describe(change.version), "notes": change.notes, **change.sync}
 
 
 @router.post("", status_code=201)
@@ -65,7 +65,7 @@ async def register_adapter(
         )
     finally:
         archive.unlink(missing_ok=True)
-    return {**_answer(change), "existing": change.version.existing}
+    return {**_answer(admin, change), "existing": change.version.existing}
 
 
 async def _save_upload(file: UploadFile, uploads: Path, limit: int) -> Path:
@@ -90,16 +90,16 @@ async def _save_upload(file: UploadFile, uploads: Path, limit: int) -> Path:
 
 
 @router.get("")
-def list_adapters(registry: RegistryDep, _: AdminDep, tenant: str | None = None) -> dict[str, Any]:
-    """Every adapter version (optionally those a tenant may use)."""
-    return {"object": "list", "data": [v.to_dict() for v in registry.versions(tenant)]}
+def list_adapters(admin: AdaptersDep, _: AdminDep, tenant: str | None = None) -> dict[str, Any]:
+    """Every adapter version (optionally those the tenant named may use)."""
+    return {"object": "list", "data": admin.listing(tenant)}
 
 
 @router.get("/{name}")
-def get_adapter(name: str, registry: RegistryDep, _: AdminDep) -> dict[str, Any]:
+def get_adapter(name: str, admin: AdaptersDep, _: AdminDep) -> dict[str, Any]:
     """All versions of one adapter."""
-    registry.get(name)  # not_found, with a message, if unknown
-    return {"name": name, "versions": [v.to_dict() for v in registry.versions(None, name)]}
+    admin.registry.get(name)  # not_found, with a message, if unknown
+    return {"name": name, "versions": admin.listing(None, name)}
 
 
 class PromoteBody(BaseModel):
@@ -130,13 +130,13 @@ async def promote_adapter(
     name: str, body: PromoteBody, admin: AdaptersDep, _: AdminDep
 ) -> dict[str, Any]:
     """Make a version prod; traffic for NAME moves to it at once."""
-    return _answer(await admin.promote(f"{name}@{body.version}", body.force))
+    return _answer(admin, await admin.promote(f"{name}@{body.version}", body.force))
 
 
 @router.post("/{name}/rollback")
 async def rollback_adapter(name: str, admin: AdaptersDep, _: AdminDep) -> dict[str, Any]:
     """Point prod back at the previous prod version and unload the one rolled back from."""
-    return _answer(await admin.rollback(name))
+    return _answer(admin, await admin.rollback(name))
 
 
 @router.delete("/{name}")

@@ -167,12 +167,12 @@ def visible_models(
     cards = [_model_card("auto", now, "loraplex", parent=base)]
     if tenant.policy.allows_base(base):
         cards.append(_model_card(base, now, "loraplex", root=base))
-    for av in registry.list_for_tenant(tenant.name):
+    for av in registry.list_for_tenant(tenant.id):
         cards.append(
             _model_card(
                 av.name,
                 int(av.created_at.timestamp()),
-                av.owner or "loraplex",
+                tenant.name if av.owner == tenant.id else "loraplex",
                 parent=base,
                 root=base,
                 version=av.version,

@@ -47,7 +47,7 @@ async def add_documents(
             (upload.filename or "upload.txt", await _read_limited(upload, limit))
             for upload in files
         ]
-        report = await run_in_threadpool(retrieval.ingest_files, tenant.name, uploads)
+        report = await run_in_threadpool(retrieval.ingest_files, tenant.id, uploads)
         return report.to_dict()
     body_bytes = await request.body()
     if len(body_bytes) > settings.max_upload_bytes:
@@ -66,7 +66,7 @@ async def add_documents(
             f"{'.'.join(str(p) for p in err['loc'])} {err['msg']}",
             "invalid_request",
         ) from None
-    report = await run_in_threadpool(retrieval.ingest_records, tenant.name, body.records)
+    report = await run_in_threadpool(retrieval.ingest_records, tenant.id, body.records)
     return report.to_dict()
 
 
@@ -85,7 +85,7 @@ async def _read_limited(upload: UploadFile, limit: int) -> bytes:
 @router.delete("/v1/documents/{doc_id:path}")
 def delete_document(doc_id: str, retrieval: RetrievalDep, tenant: TenantDep) -> dict[str, Any]:
     """Remove a document's chunks (its id: the file name, or the record's id)."""
-    removed = retrieval.delete_document(tenant.name, doc_id)
+    removed = retrieval.delete_document(tenant.id, doc_id)
     if not removed:
         raise ServiceError(
             f"no document {doc_id!r} for this tenant", "document_not_found", "not_found"
@@ -96,4 +96,4 @@ def delete_document(doc_id: str, retrieval: RetrievalDep, tenant: TenantDep) -> 
 @router.post("/v1/retrieve")
 def retrieve(body: RetrieveBody, retrieval: RetrievalDep, tenant: TenantDep) -> dict[str, Any]:
     """What retrieval finds for a query: hits with their scores, and the strength summary."""
-    return retrieval.search(tenant.name, body.query, body.top_k, body.where, body.mode).to_dict()
+    return retrieval.search(tenant.id, body.query, body.top_k, body.where, body.mode).to_dict()
