@@ -6,6 +6,7 @@ import os
 import secrets
 from pathlib import Path
 
+from serve.errors import ServiceError
 from serve.settings import Settings
 from serve.tenants import TenantService
 
@@ -30,6 +31,44 @@ def admin_key(settings: Settings) -> str:
     key = "lpx-admin-" + secrets.token_urlsafe(32)
     write_secret(path, key)
     return key
+
+
+def rotate_admin_key(settings: Settings) -> str:
+    """A new admin key in data_dir/admin_key; running gateways take it up on their next admin
+    request. A key given by LORAPLEX_ADMIN_KEY is the operator's to change, not ours."""
+    if settings.admin_key is not None:
+        raise ServiceError(
+            "the admin key comes from LORAPLEX_ADMIN_KEY (or the config file): change it there "
+            "and restart the gateways",
+            "admin_key_configured",
+            "conflict",
+        )
+    key = "lpx-admin-" + secrets.token_urlsafe(32)
+    write_secret(settings.data_dir / "admin_key", key)
+    return key
+
+
+class AdminKey:
+    """The admin key a gateway checks: the configured one, or data_dir/admin_key re-read when
+    the file changes (a rotation takes effect without a restart; one stat per admin request)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.path = settings.data_dir / "admin_key"
+        self._key = admin_key(settings)
+        self._stamp = self._mtime()
+
+    def _mtime(self) -> float:
+        try:
+            return self.path.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def current(self) -> str:
+        """The key to compare with."""
+        if self.settings.admin_key is None and (stamp := self._mtime()) != self._stamp:
+            self._key, self._stamp = admin_key(self.settings), stamp
+        return self._key
 
 
 def demo_tenant(settings: Settings, tenants: TenantService) -> tuple[str, str | None] | None:

@@ -71,6 +71,16 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(120.0, gt=0, description="Timeout for one call to vLLM.")
     num_retries: int = Field(1, ge=0, le=5, description="litellm retries against vLLM replicas.")
 
+    metrics_address: str | None = Field(
+        None,
+        description="HOST:PORT of a separate operator listener for Prometheus (no key needed "
+        "there); /metrics on the gateway itself always needs the admin key.",
+    )
+    log_max_bytes: int = Field(
+        20 << 20, ge=1 << 16, description="Size at which the request log and vLLM's log rotate."
+    )
+    log_backups: int = Field(3, ge=0, le=100, description="Rotated log files kept of each log.")
+
     # -- base model ---------------------------------------------------------------------------
     base_model: str = Field(
         DEFAULT_BASE_MODEL, description="Name the base model is served and addressed under."
@@ -114,6 +124,15 @@ class Settings(BaseSettings):
     def _no_placeholder_secret(cls, value: SecretStr | None, info: Any) -> SecretStr | None:
         if value is not None:
             check_secret(info.field_name, value.get_secret_value())
+        return value
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            host, sep, port = value.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"metrics_address must be HOST:PORT, got {value!r}")
         return value
 
     @field_validator("database_url")

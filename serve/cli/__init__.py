@@ -8,7 +8,7 @@ loraplex adapters register ./my-adapter --name support --tenant acme
 
 from __future__ import annotations
 
-from serve.cli import adapters, data, docs, models, route, tenants, train, up
+from serve.cli import adapters, admin, data, docs, models, route, tenants, train, up
 from serve.cli.common import Typer
 
 app = Typer(
@@ -25,3 +25,4 @@ app.command("eval")(train.evaluate)
 app.command("ingest")(docs.ingest)
 app.add_typer(docs.app, name="docs", help="Search and delete ingested documents.")
 app.command("route")(route.route)
+app.add_typer(admin.app, name="admin")

@@ -15,7 +15,7 @@ from rich.console import Console
 from serve import bootstrap
 from serve.cli.common import ConfigOpt, fail, load_settings
 from serve.engine.basemodel import ModelError, check_model_dir, is_prepared, pull
-from serve.engine.launcher import LaunchError, VllmServer
+from serve.engine.launcher import LaunchError, Supervisor, VllmServer
 from serve.services import Services
 from serve.settings import Settings
 
@@ -74,6 +74,7 @@ def run_stack(settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, _sigterm)
     server: VllmServer | None = None
+    supervisor: Supervisor | None = None
     try:
         try:
             prepare_model(settings)
@@ -101,6 +102,8 @@ def run_stack(settings: Settings) -> None:
                 raise RuntimeError(str(exc)) from None
             console.print("\nvLLM ready")
             urls = [server.url]
+            supervisor = Supervisor(server, console.print)
+            supervisor.start()
         bootstrap.admin_key(settings)
         demo = bootstrap.demo_tenant(settings, Services(settings).tenants)
         url = f"http://{settings.host}:{settings.port}"
@@ -121,7 +124,10 @@ def run_stack(settings: Settings) -> None:
     except KeyboardInterrupt:
         console.print("stopping")
     finally:
-        if server is not None:
+        if supervisor is not None:
+            supervisor.stop()
+        elif server is not None:
             server.stop()
+        if server is not None:
             console.print("vLLM stopped")
     sys.stdout.flush()

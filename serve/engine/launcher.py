@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import logging
+import logging.handlers
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -47,6 +51,7 @@ class VllmServer:
         self.device = detect_device(settings.vllm_device)
         self.url = f"http://{settings.vllm_host}:{settings.vllm_port}"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log = RotatingLog(log_path, settings.log_max_bytes, settings.log_backups)
 
     def command(self) -> list[str]:
         s = self.settings
@@ -105,16 +110,14 @@ class VllmServer:
                 f"port {self.settings.vllm_port} is already in use: stop what holds it, set "
                 "LORAPLEX_VLLM_PORT, or point LORAPLEX_VLLM_URLS at a running vLLM"
             )
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             self.command(),
-            stdout=log,
+            stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=self.environment(),
             start_new_session=True,
         )
-        log.close()
+        self._log.follow(self.proc)
 
     def wait_ready(self, timeout_s: float | None = None, progress: bool = False) -> None:
         """Block until `/health` answers 200; raise with the log's tail if it dies or times out."""
@@ -140,6 +143,10 @@ class VllmServer:
             f"last lines of {self.log_path}:\n{self.log_tail()}"
         )
 
+    def exited(self) -> int | None:
+        """The exit code if the server this object started has died, else None."""
+        return self.proc.poll() if self.proc is not None else None
+
     def log_tail(self, lines: int = 25) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -163,6 +170,85 @@ class VllmServer:
             os.killpg(proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=5)
+
+
+class RotatingLog:
+    """A child's output, line by line, into a log file that rotates by size (bounded on disk)."""
+
+    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+        self.path = path
+        self.logger = logging.getLogger(f"loraplex.child.{id(self)}")
+        self.logger.propagate = False
+        self.logger.setLevel(logging.INFO)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(
+            path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+        )
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        self.logger.addHandler(handler)
+
+    def follow(self, proc: subprocess.Popen[bytes]) -> None:
+        """Copy `proc`'s output into the log until it closes (a daemon thread)."""
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                self.logger.info(raw.decode("utf-8", "replace").rstrip("\n"))
+
+        threading.Thread(target=pump, name="vllm-log", daemon=True).start()
+
+
+class Supervisor:
+    """Keep a VllmServer running: when it dies, say why and start it again, with backoff."""
+
+    def __init__(
+        self,
+        server: VllmServer,
+        say: Callable[[str], None],
+        first_backoff_s: float = 1.0,
+        max_backoff_s: float = 60.0,
+    ) -> None:
+        self.server = server
+        self.say = say
+        self.first_backoff_s = first_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="vllm-supervisor", daemon=True)
+
+    def start(self) -> None:
+        """Begin watching (the server must have been started)."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop watching, then stop the server."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.server.stop()
+
+    def _watch(self) -> None:
+        backoff = self.first_backoff_s
+        while not self._stop.wait(1.0):
+            code = self.server.exited()
+            if code is None:
+                continue
+            self.say(
+                f"vLLM exited with code {code}; restarting in {backoff:.0f} s. Last lines of "
+                f"{self.server.log_path}:\n{self.server.log_tail(10)}"
+            )
+            self.server.proc = None
+            if self._stop.wait(backoff):
+                return
+            try:
+                self.server.start()
+                self.server.wait_ready()
+            except LaunchError as exc:
+                self.say(f"vLLM restart failed: {exc}")
+                backoff = min(backoff * 2, self.max_backoff_s)
+                continue
+            self.restarts += 1
+            self.say(f"vLLM is back on {self.server.url} (restart {self.restarts})")
+            backoff = self.first_backoff_s
 
 
 def _port_in_use(host: str, port: int) -> bool:

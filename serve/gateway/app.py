@@ -41,8 +41,10 @@ def build_state(settings: Settings, urls: list[str]) -> AppState:
         hotswap=hotswap,
         chat=chat_service,
         metrics=Metrics(),
-        request_log=RequestLog(settings.logs_dir / "requests.log"),
-        admin_key=bootstrap.admin_key(settings),
+        request_log=RequestLog(
+            settings.logs_dir / "requests.log", settings.log_max_bytes, settings.log_backups
+        ),
+        admin_key=bootstrap.AdminKey(settings),
     )
 
 
@@ -57,9 +59,14 @@ def create_app(settings: Settings, vllm_urls: list[str] | None = None) -> FastAP
         state = build_state(settings, urls)
         state.request_log.open()
         app.state.loraplex = state
+        operator = (
+            state.metrics.serve(settings.metrics_address) if settings.metrics_address else None
+        )
         try:
             yield
         finally:
+            if operator is not None:
+                operator.shutdown()
             state.request_log.close()
             await state.engine.close()
             await state.hotswap.aclose()

@@ -94,7 +94,8 @@ async def get_tenant(request: Request, tenants: TenantsDep) -> Tenant:
 async def require_admin(request: Request, state: StateDep) -> None:
     """Pass only with the admin key."""
     # Bytes, not str: compare_digest rejects non-ASCII str, and a header may carry any latin-1.
-    if not hmac.compare_digest(bearer_token(request).encode(), state.admin_key.encode()):
+    expected = state.admin_key.current()
+    if not hmac.compare_digest(bearer_token(request).encode(), expected.encode()):
         raise ServiceError(
             "This endpoint needs the admin key.", "invalid_admin_key", "unauthorized"
         )

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -62,4 +70,12 @@ class Metrics:
             self.tokens.labels(tenant, model, "completion").inc(usage.get("completion_tokens") or 0)
 
     def render(self) -> bytes:
+        """The Prometheus text format of every metric."""
         return generate_latest(self.registry)
+
+    def serve(self, address: str) -> Any:
+        """Serve these metrics at `HOST:PORT` (a separate operator address, no key) in a
+        thread; the returned server's `shutdown()` stops it."""
+        host, _, port = address.rpartition(":")
+        server, _thread = start_http_server(int(port), host.strip("[]"), registry=self.registry)
+        return server

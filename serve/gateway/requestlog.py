@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import time
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,10 @@ from typing import Any
 class RequestLog:
     """Append-only JSON lines to `path` (the directory is made when the app starts)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_bytes: int = 20 << 20, backups: int = 3) -> None:
         self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
         self._logger = logging.getLogger(f"loraplex.requests.{id(self)}")
         self._logger.propagate = False
         self._logger.setLevel(logging.INFO)
@@ -27,7 +30,10 @@ class RequestLog:
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handler = logging.FileHandler(self.path, encoding="utf-8")
+        # Rotated by size: a busy gateway must not fill the disk with its own log.
+        self._handler = logging.handlers.RotatingFileHandler(
+            self.path, maxBytes=self.max_bytes, backupCount=self.backups, encoding="utf-8"
+        )
         self._logger.addHandler(self._handler)
 
     def close(self) -> None:

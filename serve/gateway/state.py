@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from adapters.hotswap import HotSwapper
+from serve.bootstrap import AdminKey
 from serve.chat.service import ChatService
 from serve.engine.client import EngineClient
 from serve.gateway.metrics import Metrics
@@ -24,4 +25,4 @@ class AppState:
     chat: ChatService
     metrics: Metrics
     request_log: RequestLog
-    admin_key: str
+    admin_key: AdminKey

@@ -134,7 +134,8 @@ def test_health_ready_and_metrics(stack, client) -> None:
         assert http.get("/healthz").json() == {"status": "ok"}
         ready = http.get("/readyz")
         assert ready.status_code == 200 and all(ready.json()["replicas"].values())
-        text = http.get("/metrics").text
+        assert http.get("/metrics").status_code == 401  # tenant names are for operators only
+        text = http.get("/metrics", headers={"Authorization": f"Bearer {stack.admin_key}"}).text
     assert (
         'loraplex_requests_total{model="SmolLM2-135M-Instruct",route="prompt",status="200",tenant="gw-acme"}'
         in text

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from serve.gateway.deps import StateDep
+from serve.gateway.deps import AdminDep, StateDep
 
 router = APIRouter(tags=["ops"])
 
@@ -27,6 +27,7 @@ async def readyz(state: StateDep) -> JSONResponse:
 
 
 @router.get("/metrics")
-async def metrics(state: StateDep) -> Response:
-    """Prometheus text format."""
+async def metrics(state: StateDep, _: AdminDep) -> Response:
+    """Prometheus text format, with the admin key: it names every tenant and its traffic.
+    (`LORAPLEX_METRICS_ADDRESS` serves the same on a separate operator address instead.)"""
     return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")

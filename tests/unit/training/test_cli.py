@@ -67,7 +67,7 @@ def test_a_name_owned_by_someone_else_is_refused(tmp_path, make) -> None:
     svc.tenants.create("other")
     admin = svc.adapters
     admin.check_registrable("support", "acme")  # a free name
-    svc.registry.register(make(tmp_path / "a"), "support", owner="acme")
+    svc.registry.register(make(tmp_path / "a"), "support", owner=svc.tenants.get("acme").id)
     admin.check_registrable("support", "acme")  # a new version of its own
     for tenant in ("other", None):
         with pytest.raises(ServiceError, match="is taken"):
