@@ -18,7 +18,7 @@ from serve.errors import kind_of
 from serve.services import Services
 from serve.settings import ConfigError, Settings
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # long paths and URLs stay on one line
 F = TypeVar("F", bound=Callable[..., Any])
 
 # What each kind of error means as an exit status: 2 the caller must change something, 3 try
@@ -126,20 +126,21 @@ def stored_admin_key(settings: Settings) -> str | None:
 
 
 def print_sync(report: SyncReport) -> None:
-    """What the gateway did to bring vLLM in line, or why nothing was done."""
+    """What the gateway did to bring vLLM in line, or why nothing was done (on stderr: stdout
+    keeps what scripts read, such as an adapter's path)."""
     if "note" in report:
-        typer.echo(report["note"] + ": a gateway loads what vLLM lacks on the first request")
+        err.print(escape(report["note"] + ": a gateway loads what vLLM lacks on the first request"))
     if "warning" in report:
         err.print(f"[yellow]{escape(report['warning'])}[/yellow]")
     where = f"gateway {report['gateway']}: " if "gateway" in report else ""
     for ref, results in report.get("load", {}).items():
         ok = sum(r["ok"] for r in results)
-        typer.echo(f"{where}{ref} loaded on {ok}/{len(results)} vLLM replica(s)")
+        err.print(escape(f"{where}{ref} loaded on {ok}/{len(results)} vLLM replica(s)"))
         for r in results:
             if not r["ok"]:
                 err.print(f"[yellow]  {escape(r['url'])}: {escape(r['detail'])}[/yellow]")
     for served in report.get("unload", {}):
-        typer.echo(f"{where}unloaded {served}")
+        err.print(escape(f"{where}unloaded {served}"))
 
 
 def config_help(cls: type, name: str, text: str = "") -> str:
