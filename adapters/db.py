@@ -11,11 +11,17 @@ from typing import Any
 from sqlalchemy import Connection, Engine, MetaData, create_engine, event
 
 
-def make_engine(url: str) -> Engine:
-    """Create an engine; for SQLite make the file's directory, enable WAL and foreign keys."""
+def make_engine(url: str, busy_timeout_s: float = 30.0) -> Engine:
+    """Create an engine; for SQLite make the file's directory, enable WAL and foreign keys.
+
+    `busy_timeout_s`: how long a statement waits for a lock another process holds (SQLite), or
+    for a connection (PostgreSQL), before it fails.
+    """
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": busy_timeout_s}
+        )
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -26,7 +32,8 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    connect = {"connect_timeout": max(1, int(busy_timeout_s))} if url.startswith("postgres") else {}
+    return create_engine(url, pool_pre_ping=True, connect_args=connect)
 
 
 def upgrade(script_location: Path, database_url: str) -> None:

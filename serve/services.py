@@ -34,7 +34,7 @@ class Services:
     def db(self) -> Engine:
         """The database engine, with every table migrated to the newest schema."""
         url = self.settings.resolved_database_url
-        engine = database.make_engine(url)
+        engine = database.make_engine(url, self.settings.database_busy_timeout_s)
         database.migrate(url, engine)
         return engine
 

@@ -50,6 +50,14 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy URL; default sqlite under data_dir. PostgreSQL works too."
     )
 
+    database_busy_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="How long a database call waits for a lock or a connection before it is "
+        "retried; after three tries the caller gets a 503 with Retry-After.",
+    )
+
     # -- gateway ------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Gateway bind address.")
     port: int = Field(8000, ge=1, le=65535, description="Gateway port.")

@@ -18,6 +18,7 @@ from adapters.registry import AdapterVersion
 from retrieval.prompt import build_rag_messages
 from retrieval.service import RetrievalService
 from serve.chat.protocol import ChatCompletionRequest
+from serve.database import retrying
 from serve.engine.client import AdapterNotLoaded, EngineClient
 from serve.errors import ServiceError, engine_unavailable
 from serve.routing import Decision, Router
@@ -80,7 +81,9 @@ class ChatService:
         self.check_limits(req)
         # Registry look-ups, embedding a query and searching Chroma block: off the event loop,
         # so open streams keep flowing.
-        decision = await asyncio.to_thread(self.router.decide, req.route_request(), tenant)
+        decision = await asyncio.to_thread(
+            retrying, self.router.decide, req.route_request(), tenant
+        )
         outcome = ChatOutcome(decision)
         messages = [m.model_dump(exclude_none=True) for m in req.messages]
         if decision.route in ("rag", "combined"):

@@ -17,6 +17,7 @@ from retrieval.service import RetrievalService
 from serve.admin.adapters import AdapterAdmin
 from serve.admin.tenants import TenantAdmin
 from serve.chat.service import ChatService
+from serve.database import retrying
 from serve.errors import ServiceError
 from serve.gateway.state import AppState
 from serve.settings import Settings
@@ -84,7 +85,7 @@ async def get_tenant(request: Request, tenants: TenantsDep) -> Tenant:
     token = bearer_token(request)
     tenant = tenants.cached(token)
     if tenant is None:
-        tenant = await run_in_threadpool(tenants.authenticate, token)
+        tenant = await run_in_threadpool(retrying, tenants.authenticate, token)
     if tenant is None:
         raise ServiceError("Incorrect API key provided.", "invalid_api_key", "unauthorized")
     request.state.tenant = tenant.name

@@ -13,10 +13,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapters.errors import AdapterError
 from retrieval.errors import RetrievalError
+from serve.database import database_unavailable
 from serve.errors import ServiceError, kind_of
 from training.errors import TrainingError
 
@@ -94,6 +96,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for cls in KINDED:
         app.add_exception_handler(cls, _kinded)
+
+    async def _database(_: Request, exc: Exception) -> JSONResponse:
+        # Locked, down or unreachable: the caller can retry; never a 500.
+        log.warning("database unavailable: %s", exc)
+        return error_response(database_unavailable(exc))
+
+    app.add_exception_handler(OperationalError, _database)
 
     # Starlette hands `Exception` handlers to its outermost middleware, which answers and then
     # re-raises: only errors nobody anticipated go there.
