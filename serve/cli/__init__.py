@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from serve.cli import adapters, data, docs, models, route, tenants, train, up
+from serve.cli import adapters, data, docs, models, route, router, tenants, train, up
 from serve.cli.common import Typer
 
 app = Typer(
@@ -27,6 +27,7 @@ app.command("eval")(train.evaluate)
 app.command("ingest")(docs.ingest)
 app.add_typer(docs.app, name="docs", help="Search and delete ingested documents.")
 app.command("route")(route.route)
+app.add_typer(router.app, name="router", help="Calibrate, list and roll back tenants' routers.")
 
 if __name__ == "__main__":
     sys.exit(app())
