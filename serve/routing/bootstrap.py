@@ -55,7 +55,8 @@ SENTENCE_RE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 def topic(sentence: str) -> str | None:
     """What a sentence is about: an identifier in it, else the words before its first verb."""
-    ids = [m for m in IDENTIFIER_RE.findall(sentence) if len(m) >= 3]
+    # Codes such as SKU-4471 or LT-2231 (an upper-case letter: not "2-year" or "24h").
+    ids = [m for m in IDENTIFIER_RE.findall(sentence) if len(m) >= 3 and m.lower() != m]
     if ids:
         return ids[0]
     words = re.findall(r"[\w'-]+", sentence)

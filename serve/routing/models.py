@@ -33,7 +33,7 @@ class DecisionModel(Protocol):
 
     @property
     def kind(self) -> str:
-        """"thresholds" or "logistic": how `params` are read back."""
+        """ "thresholds" or "logistic": how `params` are read back."""
         ...
 
     def path_scores(self, signals: Signals) -> dict[str, float]:

@@ -32,7 +32,13 @@ from serve.routing.models import (
     load_model,
     ranked,
 )
-from serve.routing.signals import Signals, retrieval_signals, task_match, text_cues
+from serve.routing.signals import (
+    Signals,
+    retrieval_signals,
+    split_payload,
+    task_match,
+    text_cues,
+)
 from serve.routing.versions import THRESHOLDS, RouterVersions
 from serve.tenants import Tenant
 
@@ -51,7 +57,9 @@ class AdapterCatalog(Protocol):
 class Searcher(Protocol):
     """What the router needs from retrieval."""
 
-    def search(self, tenant: str, query: str, top_k: int = 4) -> SearchResult: ...
+    def search(
+        self, tenant: str, query: str, top_k: int = 4, mode: str = "hybrid"
+    ) -> SearchResult: ...
 
 
 class Embedder(Protocol):
@@ -176,10 +184,14 @@ class Router:
         be exemplars themselves)."""
         s = Signals(**text_cues(query, turns))
         candidates = [a for a in adapters or [] if a.exemplars]
-        if candidates and self.embedder is not None and query.strip():
-            # The embedder is shared with retrieval and caches by text: the search below gets
-            # this vector back instead of embedding the query again.
-            [q] = self.embedder.embed([query])
+        ask, payload = split_payload(query)
+        texts = [query] + ([ask] if payload and search else [])
+        q: list[float] | None = None
+        if self.embedder is not None and query.strip() and (candidates or len(texts) > 1):
+            # One batch for the query and its ask; the embedder is shared with retrieval and
+            # caches by text, so the searches below get these vectors back, not recomputed.
+            q = self.embedder.embed(texts)[0]
+        if candidates and q is not None:
             vectors = {a.served_name: self.exemplar_vectors(a) for a in candidates}
             exclude = None
             if leave_out:
@@ -193,6 +205,11 @@ class Router:
             s.retrieval = self.retrieval.search(tenant, query, top_k=top_k)
             for key, value in retrieval_signals(query, s.retrieval).items():
                 setattr(s, key, value)
+            if payload and ask.strip():
+                # Does the ask itself want a document fact, or only the text it works on
+                # mentions things the documents describe? (combined vs adapter)
+                asked = self.retrieval.search(tenant, ask, top_k=1, mode="dense")
+                s.instruction_dense = max((h.dense or 0.0 for h in asked.hits), default=0.0)
         return s
 
     # -- deciding -------------------------------------------------------------------------------

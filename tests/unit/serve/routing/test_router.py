@@ -193,3 +193,22 @@ def test_adapter_paths_skip_lookups_the_policy_rules_out(fakes) -> None:
     reg.lists = 0
     decide(router, Tenant("acme", TenantPolicy(routes=["prompt", "rag"])), text="kettle")
     assert reg.lists == 0 and retrieval.searches == ["kettle"]
+
+
+def test_a_payload_is_embedded_with_its_ask_in_one_batch(fakes) -> None:
+    """Text to work on (quoted, or after a colon) is split off: the ask alone is searched too,
+    so an adapter prompt whose payload mentions catalogue items is told from one that asks a
+    document fact; both texts are embedded in one call and the searches reuse them."""
+    inner = fakes.BagOfWords()
+    shared = CachedEmbedder(inner)
+    retrieval = fakes.Retrieval(embedder=shared)
+    router = Router("base", fakes.Registry([fakes.av("json-extract", ["Extract the person as JSON"])]),
+                    retrieval, embedder=shared)  # fmt: skip
+    decide(router, text="warm up the exemplars")
+    inner.calls.clear()
+    d = decide(router, text="Extract the order as JSON: 'two kettles to 5 Elm Road, Leeds'")
+    assert inner.calls == [["Extract the order as JSON: 'two kettles to 5 Elm Road, Leeds'",
+                            "Extract the order as JSON:"]]  # fmt: skip
+    assert retrieval.searches[-1] == "Extract the order as JSON:"
+    assert d.signals.payload and d.scores["retrieval_top"] == 0.9
+    assert d.scores["instruction_retrieval"] == 0.1  # the ask itself wants no document fact
