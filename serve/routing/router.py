@@ -58,7 +58,12 @@ class Searcher(Protocol):
     """What the router needs from retrieval."""
 
     def search(
-        self, tenant: str, query: str, top_k: int = 4, mode: str = "hybrid"
+        self,
+        tenant: str,
+        query: str,
+        top_k: int = 4,
+        where: dict[str, Any] | None = None,
+        mode: str = "hybrid",
     ) -> SearchResult: ...
 
 
@@ -232,12 +237,12 @@ class Router:
         else:
             decision.adapter = None  # reported adapter == serving adapter, always
             decision.served_model = self.base_model
-        if req.model != AUTO:
-            decision.model = req.model
-        elif decision.adapter is not None:
+        if decision.adapter is None:
+            decision.model = self.base_model
+        elif req.model in (AUTO, self.base_model):
             decision.model = decision.adapter.name
         else:
-            decision.model = self.base_model
+            decision.model = req.model  # the adapter as the caller named it (NAME or NAME@N)
         decision.latency_ms = round((time.perf_counter() - started) * 1000, 2)
         return decision
 

@@ -21,6 +21,7 @@ EXEMPLARS = [
     "Give me the order as JSON from: 'four cups delivered to 8 Bridge Way'",
     "Extract items and delivery address as JSON: a toaster to 71 Queen St",
     "Convert this customer note into an order object: two kettles to 40 Park Ave",
+    "Extract the order as JSON with each item's price: one lamp to 3 Hill St, Hull",
 ]
 DOCS = [
     {"id": "zb3000", "source": "drones/zb3000.md",
@@ -32,8 +33,7 @@ ASK = {
     "prompt": "What is the capital of France?",
     "rag": "How many minutes does the ZB-3000 fly on one charge?",
     "adapter": "Extract the order as JSON: three mugs to 14 Oak Drive, York",
-    "combined": "Extract the order as JSON: one ZB-3000 drone to 14 Oak Drive, York, "
-    "and add the ZB-3000 price",
+    "combined": "Extract the order as JSON with each item's price: two ZB-3000 drones to 5 Elm Road, Leeds",
 }
 
 
@@ -45,7 +45,9 @@ def make_real_adapter(model_dir: Path, out: Path, seed: int) -> Path:
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    cfg = LoraConfig(r=8, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    cfg = LoraConfig(
+        r=8, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
     get_peft_model(model, cfg).save_pretrained(out)
     return out
 
@@ -164,7 +166,9 @@ def test_calibration_improves_routing_and_rolls_back(stack, routed, tmp_path) ->
 
     key = stack.make_tenant("rt-cal", {"rag_min_score": 0.99, "adapter_min_similarity": 0.99})
     with stack.admin() as admin:
-        shared = admin.post("/v1/documents", json={"records": DOCS}, headers={"Authorization": f"Bearer {key}"})
+        shared = admin.post(
+            "/v1/documents", json={"records": DOCS}, headers={"Authorization": f"Bearer {key}"}
+        )
         assert shared.status_code in (200, 201), shared.text
     golden = tmp_path / "golden.jsonl"
     rows = [
@@ -188,7 +192,7 @@ def test_calibration_improves_routing_and_rolls_back(stack, routed, tmp_path) ->
         app, ["router", "calibrate", "--tenant", "rt-cal", str(golden), "--json", "-c", str(config)]
     )
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert report["version"] == "v1" and report["before"]["version"] == "thresholds"
     assert report["before"]["accuracy"] == 0.5  # every rag question went to the base model
     assert report["after"]["accuracy"] > report["before"]["accuracy"]

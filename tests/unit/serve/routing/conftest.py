@@ -68,7 +68,7 @@ class Retrieval:
         self.embedder = embedder or BagOfWords()
         self.searches: list[str] = []
 
-    def search(self, tenant, query, top_k=4, mode="hybrid"):
+    def search(self, tenant, query, top_k=4, where=None, mode="hybrid"):
         self.searches.append(query)
         self.embedder.embed([query])  # as the real search does: the shared cache absorbs it
         top = self.top if "kettle" in query.lower() else 0.1

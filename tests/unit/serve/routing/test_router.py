@@ -72,9 +72,12 @@ def test_reported_adapter_is_the_serving_adapter(fakes) -> None:
     assert d.model == "json-extract" and "adapter" in d.reason
     d = decide(router, text="kettle", adapter="json-extract", route="rag")
     assert (d.route, d.served_model) == ("combined", "json-extract-v1")
-    # Never an adapter reported on a base-model path.
+    # Never an adapter reported on a base-model path, nor the base model for an adapter.
     d = decide(router, model="base", text="Extract the person as JSON")
     assert d.adapter is None and d.served_model == "base"
+    d = decide(router, model="base", text="hi", adapter="json-extract")
+    assert (d.route, d.model, d.served_model) == ("adapter", "json-extract", "json-extract-v1")
+    assert decide(router, model="json-extract@1", text="hi").model == "json-extract@1"
 
 
 def test_auto_with_a_named_adapter_decides_between_adapter_and_combined(router) -> None:
