@@ -144,9 +144,19 @@ def main() -> None:
     ap.add_argument("--splits", type=int, default=5, help="random splits to average accuracy over")
     ap.add_argument("--test-fraction", type=float, default=0.4, help="held-out share per path")
     ap.add_argument(
+        "--torch-threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads for the embedder (0: torch's default)",
+    )
+    ap.add_argument(
         "--model-dir", type=Path, default=REPO / "data" / "models" / "SmolLM2-135M-Instruct"
     )
     args = ap.parse_args()
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     specs = build(seed=args.seed)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -278,6 +288,7 @@ def main() -> None:
                 "seed": args.seed,
                 "splits": args.splits,
                 "load_average": [load_before, load_after],
+                "torch_threads": args.torch_threads or None,
                 "methods": payload,
                 "tenants": per_tenant,
             },
