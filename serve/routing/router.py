@@ -14,6 +14,7 @@ and lists the other allowed paths with their scores.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from serve.routing.versions import THRESHOLDS, RouterVersions
 from serve.tenants import Tenant
 
 AUTO = "auto"
+log = logging.getLogger("loraplex.routing")
 EXPLICIT = "explicit"  # the router version of a decision the caller made
 
 
@@ -154,7 +156,13 @@ class Router:
             model = cached[2] if cached is not None and cached[1] == number else None
             if number is not None and model is None and self.versions is not None:
                 stored = self.versions.get(tenant.name, number)
-                model = load_model(stored.kind, stored.params) if stored else None
+                try:
+                    model = load_model(stored.kind, stored.params) if stored else None
+                except (KeyError, TypeError, ValueError) as exc:
+                    # A damaged row must not take the tenant's traffic down: the thresholds
+                    # decide (and the responses say so) until it is rolled back or replaced.
+                    log.warning("router v%s of %s is unreadable: %s", number, tenant.name, exc)
+                    model = None
                 number = number if model is not None else None
             cached = (now, number, model)
             with self._lock:

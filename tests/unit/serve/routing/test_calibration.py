@@ -221,3 +221,11 @@ def test_calibration_leaves_a_prompts_own_exemplar_out(fakes) -> None:
         ],
     )
     assert made.signals.task.similarity < 0.9
+
+
+def test_a_damaged_version_falls_back_to_the_thresholds(db, fakes) -> None:
+    engine, tenants = db
+    RouterVersions(engine).add("acme", "logistic", {"features": ["x"]}, {})
+    router = Router("base", fakes.Registry([]), fakes.Retrieval(), versions=RouterVersions(engine))
+    d = router.decide(RouteRequest("auto", "What is the kettle price?"), tenants.require("acme"))
+    assert (d.router_version, d.route) == ("thresholds", "rag")
