@@ -17,13 +17,15 @@ adapter too. Decision latency is `Router.decide` wall time per request with the 
 embedding cache cleared first (so each decision embeds its query once, and searches), after
 a warm-up; "no embedding cache" shows the same with the embedder's cache off (the query
 embedded again by the search). Wall time depends on how busy the machine is (the load average
-is printed); CPU time is what a decision costs the process.
+is printed); CPU time is what a decision costs the process. The embedder uses one torch
+thread, as the gateway does (setting embedding_threads); --torch-threads 0 shows torch's default.
 
 Accuracy is reported for the first split (end to end through the gateway's code path) and as
 the mean over --splits random splits (calibrated again on each; signals are measured once).
 
     .venv/bin/python bench/router.py                    # ~2 min on 2 cores
     .venv/bin/python bench/router.py --test-fraction 0.5 --seed 3
+    .venv/bin/python bench/router.py --torch-threads 0      # torch's default threads
 
 Results: bench/results/router.json
 """
@@ -146,17 +148,13 @@ def main() -> None:
     ap.add_argument(
         "--torch-threads",
         type=int,
-        default=0,
-        help="torch intra-op threads for the embedder (0: torch's default)",
+        default=1,
+        help="torch threads for query embeddings, as the gateway's embedding_threads (0: torch's default)",
     )
     ap.add_argument(
         "--model-dir", type=Path, default=REPO / "data" / "models" / "SmolLM2-135M-Instruct"
     )
     args = ap.parse_args()
-    if args.torch_threads:
-        import torch
-
-        torch.set_num_threads(args.torch_threads)
     specs = build(seed=args.seed)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -165,6 +163,7 @@ def main() -> None:
         svc = Services(settings)
         counter = CountingEmbedder(svc.embedder.inner)
         svc.embedder.inner = counter
+        svc.embedder.threads = args.torch_threads  # as the gateway does (embedding_threads)
         print("setting up tenants, documents and adapters ...", file=sys.stderr)
         setup(svc, specs, args.model_dir, tmp)
         wall: dict[str, list[float]] = defaultdict(list)
@@ -288,7 +287,7 @@ def main() -> None:
                 "seed": args.seed,
                 "splits": args.splits,
                 "load_average": [load_before, load_after],
-                "torch_threads": args.torch_threads or None,
+                "torch_threads": args.torch_threads or "default",
                 "methods": payload,
                 "tenants": per_tenant,
             },

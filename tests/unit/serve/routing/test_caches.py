@@ -65,3 +65,17 @@ def test_adapter_catalog_sees_another_processes_change(registry, make, tmp_path)
     loads = catalog.loads
     catalog.list_for_tenant("acme")
     assert catalog.loads == loads  # unchanged stamp: served from memory
+
+
+def test_threads_are_set_once_before_the_first_embedding(monkeypatch) -> None:
+    import torch
+
+    calls: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    cache = CachedEmbedder(Counting(), threads=1)
+    assert calls == []  # nothing at construction: a command that never embeds pays nothing
+    cache.embed(["a"])
+    cache.embed(["b"])
+    assert calls == [1]
+    CachedEmbedder(Counting()).embed(["a"])  # 0: torch's default is left alone
+    assert calls == [1]
