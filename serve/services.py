@@ -18,6 +18,9 @@ from serve import database
 from serve.admin.adapters import AdapterAdmin, NoServing, Serving
 from serve.admin.tenants import TenantAdmin
 from serve.routing import Router
+from serve.routing.caches import AdapterCatalog, CachedEmbedder
+from serve.routing.calibration import Calibration
+from serve.routing.versions import RouterVersions
 from serve.settings import Settings
 from serve.tenants import TenantService
 
@@ -58,6 +61,12 @@ class Services:
         )
 
     @cached_property
+    def embedder(self) -> CachedEmbedder:
+        """The one embedding model of this process, shared by retrieval and the router: a query
+        the router embedded is not embedded again by the search that follows."""
+        return CachedEmbedder(SentenceTransformerEmbedder(self.settings.embedding_model))
+
+    @cached_property
     def retrieval(self) -> RetrievalService:
         """Per-tenant documents: embedded Chroma under data_dir unless a server URL is set."""
         s = self.settings
@@ -65,14 +74,35 @@ class Services:
             bm25_dir=s.data_dir / "bm25",
             chroma_path=None if s.chroma_url else s.chroma_dir,
             chroma_url=s.chroma_url,
-            embedder=SentenceTransformerEmbedder(s.embedding_model),
+            embedder=self.embedder,
             max_file_bytes=s.max_upload_bytes,
         )
 
     @cached_property
+    def adapter_catalog(self) -> AdapterCatalog:
+        """Each tenant's prod adapters, cached for the router until the registry changes."""
+        return AdapterCatalog(self.registry)
+
+    @cached_property
+    def router_versions(self) -> RouterVersions:
+        """Calibrated routers per tenant."""
+        return RouterVersions(self.db)
+
+    @cached_property
     def router(self) -> Router:
         """The per-request path chooser."""
-        return Router(self.settings.base_model, self.registry, self.retrieval)
+        return Router(
+            self.settings.base_model,
+            self.adapter_catalog,
+            self.retrieval,
+            embedder=self.embedder,
+            versions=self.router_versions,
+        )
+
+    @cached_property
+    def calibration(self) -> Calibration:
+        """Fitting, storing and rolling back per-tenant routers."""
+        return Calibration(self.router, self.router_versions)
 
     @cached_property
     def adapters(self) -> AdapterAdmin:
@@ -83,6 +113,7 @@ class Services:
             self.serving,
             uploads_dir=self.settings.data_dir / "uploads",
             max_upload_bytes=self.settings.max_upload_bytes,
+            on_change=self.adapter_catalog.invalidate,
         )
 
     @cached_property

@@ -126,6 +126,12 @@ class Settings(BaseSettings):
     embedding_model: Path | None = Field(
         None, description="Local sentence-transformers dir; default the bundled all-MiniLM-L6-v2."
     )
+    embedding_threads: int = Field(
+        1,
+        ge=0,
+        description="Gateway: torch threads for embedding queries (0: torch's default, every "
+        "core). One keeps a routing decision fast while vLLM or other work shares the cores.",
+    )
 
     @field_validator("admin_key", "vllm_api_key")
     @classmethod

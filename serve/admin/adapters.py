@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -58,15 +59,57 @@ class Change:
 
 
 def read_exemplars(text: str) -> list[str]:
-    """Typical prompts for the router: a JSON list, or one prompt per line."""
+    """Typical prompts for the router: one per line, a JSON list of strings, or JSONL (or a
+    JSON list) of objects with `prompt` or `messages` (the last user turn is the prompt)."""
+    stripped = text.strip()
+    if not stripped:
+        return []
     try:
-        data = json.loads(text)
+        data = json.loads(stripped)
     except json.JSONDecodeError:
-        return [line.strip() for line in text.splitlines() if line.strip()]
-    if isinstance(data, list) and all(isinstance(x, str) for x in data):
-        return data
-    raise ServiceError(
-        "exemplars must be a JSON list of strings or one prompt per line", "invalid_exemplars"
+        data = None
+    if isinstance(data, list):
+        return [_exemplar(item, f"item {i + 1}") for i, item in enumerate(data)]
+    lines = [line.strip() for line in stripped.splitlines() if line.strip()]
+    if not all(line.startswith("{") for line in lines):
+        return lines
+    out = []
+    for number, line in enumerate(stripped.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(_exemplar(json.loads(line), f"line {number}"))
+        except json.JSONDecodeError as exc:
+            raise _bad_exemplars(f"line {number} is not valid JSON ({exc.msg})") from None
+    return out
+
+
+def _exemplar(item: Any, where: str) -> str:
+    if isinstance(item, str) and item.strip():
+        return item.strip()
+    if isinstance(item, dict):
+        if isinstance(item.get("prompt"), str) and item["prompt"].strip():
+            return str(item["prompt"]).strip()
+        messages = item.get("messages")
+        if isinstance(messages, list):
+            users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+            if users:
+                content = users[-1].get("content")
+                if isinstance(content, list):  # OpenAI content parts
+                    content = " ".join(
+                        str(p.get("text", "")) for p in content if isinstance(p, dict)
+                    )
+                if isinstance(content, str) and content.strip():
+                    return content.strip()
+    raise _bad_exemplars(f"{where} has no prompt: give a string, or an object with a 'prompt' "
+                         "or a user message in 'messages'")  # fmt: skip
+
+
+def _bad_exemplars(detail: str) -> ServiceError:
+    return ServiceError(
+        f"exemplars: {detail}. Accepted: one prompt per line, a JSON list of strings, or JSONL "
+        "with 'prompt' or 'messages'",
+        "invalid_exemplars",
     )
 
 
@@ -112,8 +155,11 @@ class AdapterAdmin:
         serving: Serving | None = None,
         uploads_dir: Path | None = None,
         max_upload_bytes: int = 64 << 20,
+        on_change: Callable[[str | None], None] | None = None,
     ) -> None:
+        """`on_change(name)` runs after every change and reload (the router's adapter cache)."""
         self.registry = registry
+        self.on_change = on_change or (lambda name: None)
         self.tenants = tenants
         self.serving: Serving = serving or NoServing()
         self.uploads_dir = uploads_dir
@@ -211,6 +257,7 @@ class AdapterAdmin:
             exemplars=exemplars or beside,
         )
         change = Change([av], notes)
+        self.on_change(av.name)
         if av.is_prod:
             change.sync = await self.serving.sync(av.name)
         return change
@@ -233,20 +280,24 @@ class AdapterAdmin:
     async def promote(self, ref: str, force: bool = False) -> Change:
         """Make `NAME@N` prod (a recorded NO-GO evaluation only with `force`)."""
         av = await asyncio.to_thread(self.registry.promote, ref, force)
+        self.on_change(av.name)
         return Change([av], sync=await self.serving.sync(av.name))
 
     async def rollback(self, name: str) -> Change:
         """Point prod back at the version that was prod before the current one."""
         before = await asyncio.to_thread(self.registry.get, name)
         av = await asyncio.to_thread(self.registry.rollback, name)
+        self.on_change(av.name)
         notes = [f"rolled back from v{before.version}"]
         return Change([av], notes, await self.serving.sync(av.name))
 
     async def remove(self, ref: str) -> Change:
         """Remove one version (`NAME@N`) or the whole adapter (`NAME`), files included."""
         gone = await asyncio.to_thread(self.registry.remove, ref)
+        self.on_change(gone[0].name)
         return Change(gone, sync=await self.serving.sync(gone[0].name))
 
     async def sync(self, name: str | None = None) -> SyncReport:
         """Bring the engines in line with the registry (after changes made elsewhere)."""
+        self.on_change(name)
         return await self.serving.sync(name)

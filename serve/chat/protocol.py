@@ -123,6 +123,7 @@ class ChatCompletionRequest(BaseModel):
             route=opts.route,
             adapter=opts.adapter,
             top_k=opts.top_k,
+            turns=sum(m.role == "user" for m in self.messages),
         )
 
     def extra_fields(self) -> dict[str, Any]:

@@ -42,8 +42,10 @@ def loraplex_block(decision: Decision, citations: list[dict[str, Any]]) -> dict[
     return {
         "route": decision.route,
         "adapter": decision.adapter_ref,
+        "router_version": decision.router_version,
         "reason": decision.reason,
         "scores": decision.scores,
+        "alternatives": decision.alternatives,
         "citations": citations,
     }
 
@@ -109,7 +111,7 @@ class ChatService:
             outcome.stream = result  # type: ignore[assignment]
             return outcome
         body: dict[str, Any] = result  # type: ignore[assignment]
-        body["model"] = req.model
+        body["model"] = decision.model  # what answered: the base model or the adapter
         body["loraplex"] = loraplex_block(decision, outcome.citations)
         outcome.body = body
         return outcome

@@ -8,7 +8,7 @@ loraplex adapters register ./my-adapter --name support --tenant acme
 
 from __future__ import annotations
 
-from serve.cli import adapters, admin, data, docs, models, route, tenants, train, up
+from serve.cli import adapters, admin, data, docs, models, route, router, tenants, train, up
 from serve.cli.common import Typer
 
 app = Typer(
@@ -26,3 +26,4 @@ app.command("ingest")(docs.ingest)
 app.add_typer(docs.app, name="docs", help="Search and delete ingested documents.")
 app.command("route")(route.route)
 app.add_typer(admin.app, name="admin")
+app.add_typer(router.app, name="router", help="Calibrate, list and roll back tenants' routers.")

@@ -31,6 +31,7 @@ def build_state(settings: Settings, urls: list[str]) -> AppState:
     hotswap = HotSwapper(urls, api_key=key)
     services = Services(settings)
     services.serving = ReplicaSync(services.registry, hotswap)
+    services.embedder.threads = settings.embedding_threads
     chat_service = ChatService(
         services.router, engine, services.retrieval, hotswap, settings.vllm_max_model_len
     )

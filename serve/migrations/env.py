@@ -1,5 +1,7 @@
-"""Alembic environment for serve's tables (tenants, keys). Run through `serve.database.migrate`."""
+"""Alembic environment for serve's tables (tenants, keys, router versions). Run through
+`serve.database.migrate`."""
 
+import serve.routing.versions  # noqa: F401  (registers the router's tables on Base.metadata)
 from adapters.db import run_environment
 from serve.tenants.tables import Base
 

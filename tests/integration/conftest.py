@@ -139,6 +139,8 @@ def stack(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         vllm_port=free_port(),
         admin_key=ADMIN_KEY,
         vllm_api_key=VLLM_KEY,
+        # The gateway shares this process with training tests: leave torch's threads alone.
+        embedding_threads=0,
         demo_tenant="",
         vllm_max_model_len=2048,
         vllm_max_loras=4,

@@ -64,11 +64,12 @@ def test_models_lists_the_base_model(stack, client) -> None:
     assert stack.settings.base_model in ids and "auto" in ids
 
 
-def test_auto_model_answers_with_the_name_asked_for(client) -> None:
+def test_auto_model_answers_with_the_model_that_served(stack, client) -> None:
     resp = client.chat.completions.create(
         model="auto", messages=QUESTION, temperature=0, max_tokens=24
     )
-    assert resp.model == "auto" and "Paris" in resp.choices[0].message.content
+    assert resp.model == stack.settings.base_model and "Paris" in resp.choices[0].message.content
+    assert resp.model_extra["loraplex"]["router_version"] == "thresholds"
 
 
 def _error(resp: httpx.Response, status: int, code: str | None = None) -> dict:

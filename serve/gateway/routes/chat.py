@@ -71,6 +71,8 @@ class ChatRecorder:
         self.state.metrics.observe_chat(
             tenant=name, model=model, route=route, status=status, seconds=seconds, usage=usage
         )
+        if decision is not None:
+            self.state.metrics.observe_decision(name, decision)
         if first_at is not None:
             self.state.metrics.ttft.labels(name, model).observe(first_at - self.started)
         self.state.request_log.write(
@@ -79,7 +81,9 @@ class ChatRecorder:
             route=route,
             status=status,
             error=error,
+            served_model=decision.model if decision is not None else None,
             adapter=decision.adapter_ref if decision is not None else None,
+            router_version=decision.router_version if decision is not None else None,
             reason=decision.reason if decision is not None else None,
             stream=self.req.stream,
             latency_ms=round(seconds * 1000, 1),
@@ -137,7 +141,7 @@ async def stream_events(
     status = 200
     try:
         async for chunk in outcome.stream:
-            chunk["model"] = req.model
+            chunk["model"] = outcome.decision.model
             if chunk.get("usage"):
                 usage = chunk["usage"]
                 if not include_usage:
