@@ -64,6 +64,9 @@ class Gates:
     max_category_drop: float | None = _gate(
         0.15, "general set: each category's accuracy may fall by at most this (absolute)"
     )
+    min_category_items: int | None = _gate(
+        20, "categories with fewer general items are reported but not gated (too noisy)"
+    )
     min_preference_gain: float | None = _gate(
         0.05, "DPO: preference accuracy (chosen scored above rejected) gain over base"
     )
@@ -75,6 +78,13 @@ class Gates:
         for f in fields(self):
             if f.name != "task_metric":
                 setattr(self, f.name, _number(f.name, getattr(self, f.name)))
+        if self.min_category_items is not None:
+            if not float(self.min_category_items).is_integer():
+                raise TrainingError(
+                    f"min_category_items must be a whole number, got {self.min_category_items}",
+                    "invalid_gates",
+                )
+            self.min_category_items = int(self.min_category_items)
         if self.task_metric not in TASK_METRICS:
             raise TrainingError(
                 f"task_metric must be one of {list(TASK_METRICS)}, got {self.task_metric!r}",
@@ -87,6 +97,7 @@ class Gates:
             "min_json_valid": (0, 1),
             "max_general_drop": (0, 1),
             "max_category_drop": (0, 1),
+            "min_category_items": (0, 100_000),
             "min_preference_gain": (-1, 1),
             "min_preference_accuracy": (0, 1),
         }

@@ -87,7 +87,7 @@ def score_general(
                 "id": item.id,
                 "category": item.category,
                 "question": item.question,
-                "expected": item.reference(),
+                "expected": item.describe(),
                 "base_answer": b,
                 "adapter_answer": a,
                 "base_correct": sb["correct"],

@@ -162,6 +162,7 @@ class VllmOffline:
             spec_path, out_path = Path(tmp) / "spec.json", Path(tmp) / "out.json"
             spec_path.write_text(json.dumps(spec))
             log_path = self.log_path or Path(tmp) / "vllm.log"
+            log_path.parent.mkdir(parents=True, exist_ok=True)
             started = time.perf_counter()
             with open(log_path, "w") as log:
                 try:
@@ -222,7 +223,9 @@ class VllmServerBackend:
         served_model: str | None = None,
         concurrency: int = 256,
         timeout_s: float = 600,
+        transport: Any = None,
     ) -> None:
+        self.transport = transport  # an httpx transport (tests use a mock)
         self.url = url.rstrip("/")
         if self.url.endswith("/v1"):
             self.url = self.url[:-3]
@@ -231,18 +234,18 @@ class VllmServerBackend:
         self.concurrency = concurrency
         self.timeout_s = timeout_s
 
-    def base_model(self) -> str:
+    async def base_model(self, client: Any) -> str:
         """The served base model's name (the model without a parent in /v1/models)."""
         import httpx
 
         if self.served_model:
             return self.served_model
         try:
-            resp = httpx.get(f"{self.url}/v1/models", timeout=30)
+            resp = await client.get("/v1/models")
             resp.raise_for_status()
         except httpx.HTTPError as exc:
             raise TrainingError(
-                f"cannot reach the vLLM server at {self.url}: {exc}",
+                f"cannot reach the vLLM server at {self.url}: {exc!r}",
                 "engine_unreachable",
                 "unavailable",
             ) from None
@@ -268,13 +271,13 @@ class VllmServerBackend:
         """Load the adapter, send everything at once, unload it."""
         import httpx
 
-        base = self.base_model()
         name = f"loraplex-eval-{uuid.uuid4().hex[:10]}"
         limits = httpx.Limits(max_connections=self.concurrency)
         started = time.perf_counter()
         async with httpx.AsyncClient(
-            base_url=self.url, timeout=self.timeout_s, limits=limits
+            base_url=self.url, timeout=self.timeout_s, limits=limits, transport=self.transport
         ) as client:
+            base = await self.base_model(client)
             if self.adapter_dir is not None:
                 await self._call(
                     client,
@@ -306,7 +309,7 @@ class VllmServerBackend:
                         await client.post("/v1/unload_lora_adapter", json={"lora_name": name})
         answers = [b["choices"][0]["message"].get("content") or "" for b in bodies]
         tokens = sum(int((b.get("usage") or {}).get("completion_tokens") or 0) for b in bodies)
-        return GenResult(answers, self.name, ready - started, done - ready, tokens, "server")
+        return GenResult(answers, self.name, ready - started, done - ready, tokens, self.url)
 
     async def _call(self, client: Any, path: str, body: dict[str, Any]) -> Any:
         import httpx

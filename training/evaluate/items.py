@@ -64,6 +64,18 @@ class Item:
             return json.dumps(self.json)
         return None
 
+    def describe(self) -> str:
+        """What a right answer looks like, in words (reports show it as the expectation)."""
+        parts = [self.reference() or ""]
+        if self.any_of and len(self.any_of) > 1:
+            parts = [" | ".join(self.any_of)]
+        if self.regex is not None:
+            parts.append(f"matches /{self.regex.pattern}/")
+        if self.rule is not None:
+            name, params = self.rule
+            parts.append(f"rule {name}" + (f" {json.dumps(params)}" if params else ""))
+        return "; ".join(p for p in parts if p)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, as it would be written in a questions file."""
         out: dict[str, Any] = {"id": self.id, "category": self.category, "question": self.question}

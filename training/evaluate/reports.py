@@ -85,7 +85,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         ]
         rows = [("overall", general["overall"]), *general["categories"].items()]
         lines += [
-            f"| {k} | {v['items']} | {v['base']:.3f} | {v['adapter']:.3f} | {v['drop']:+.3f} |"
+            f"| {k} | {v['items']} | {v['base']:.3f} | {v['adapter']:.3f} | {v['drop']:+.3f}"
+            + ("" if v.get("gated", True) else " (too few items to gate)")
+            + " |"
             for k, v in rows
         ]
     lines += ["", "## Gates", "", "| check | value | pass |", "|---|---|---|"]

@@ -63,8 +63,7 @@ def _plan(
 ) -> tuple[Plan, inputs.AdapterInfo]:
     adapter_dir, data_dir = Path(adapter_dir), Path(data_dir)
     kind = choose_backend(backend, vllm_url)
-    if kind != "server":
-        inputs.check_base(base_model_dir)
+    inputs.check_base(base_model_dir)  # teacher-forced scoring loads it, whatever generates
     expected = base_model_name or Path(base_model_dir).name
     info = inputs.check_adapter(adapter_dir, expected)
     resolved = resolve_gates(adapter_dir, data_dir, gates)
@@ -186,10 +185,13 @@ def evaluate_adapter(
     general_summary, general_rows = score_general(plan.general, general_base, general_adapter)
     checks = task_checks(plan.gates.gates, metric, base, adapter, task)
     checks += forgetting_checks(plan.gates.gates, general_summary)
+    # Worst first: the task metric, then the stricter and softer text metrics, then the loss.
     worst = sorted(
         examples,
         key=lambda e: (
             e["adapter_scores"].get(metric, 0.0),
+            e["adapter_scores"]["exact_match"],
+            e["adapter_scores"]["token_f1"],
             -(e["adapter_scores"]["answer_loss"] or 0.0),
         ),
     )[:WORST]

@@ -128,7 +128,8 @@ def preference_checks(gates: Gates, base: float, adapter: float) -> list[Check]:
 
 
 def forgetting_checks(gates: Gates, general: dict[str, Any]) -> list[Check]:
-    """General-set gates: the overall drop, and each category's."""
+    """General-set gates: the overall drop, and each category's (those with enough items to
+    mean something; each category's summary gets `gated` saying whether it was)."""
     checks = []
     if gates.max_general_drop is not None:
         checks.append(
@@ -141,6 +142,9 @@ def forgetting_checks(gates: Gates, general: dict[str, Any]) -> list[Check]:
         )
     if gates.max_category_drop is not None:
         for cat, summary in general["categories"].items():
+            summary["gated"] = summary["items"] >= (gates.min_category_items or 0)
+            if not summary["gated"]:
+                continue
             checks.append(
                 _at_most(
                     f"general/{cat} drop <= {gates.max_category_drop:g}",

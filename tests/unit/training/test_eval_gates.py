@@ -30,6 +30,7 @@ def test_gates_load_from_yaml_and_json(tmp_path) -> None:
         ("min_task_gain: lots", "min_task_gain must be a number or null"),
         ("min_task_gain: true", "min_task_gain must be a number or null"),
         ("task_metric: bleu", "task_metric must be one of"),
+        ("min_category_items: 2.5", "min_category_items must be a whole number"),
         ("- 1\n- 2", "must be a mapping"),
         ("a: [1", "not valid YAML/JSON"),
     ],
@@ -115,7 +116,11 @@ def test_checks_apply_thresholds_inclusively_and_skip_null_gates() -> None:
     ]
     general = {
         "overall": {"drop": 0.05},
-        "categories": {"facts": {"drop": 0.2}, "format": {"drop": -0.1}},
+        "categories": {
+            "facts": {"items": 20, "drop": 0.2},
+            "format": {"items": 20, "drop": -0.1},
+            "tiny": {"items": 3, "drop": 1.0},  # too few items to gate
+        },
     }
     assert [(c.metric, c.passed) for c in forgetting_checks(gates, general)] == [
         ("general", True),

@@ -55,6 +55,7 @@ def test_every_item_shape_parses(tmp_path) -> None:
     assert items[5].conversation()[-1] == {"role": "user", "content": "And Spain?"}
     assert len(items[5].conversation()) == 3
     assert (items[6].question, items[6].answer) == ("Hi", "Hello")  # a chat line reads as an item
+    assert items[1].describe() == "Lima | Lima, Peru" and items[4].describe() == "rule uppercase"
 
 
 def test_malformed_lines_are_all_reported_with_their_numbers(tmp_path) -> None:

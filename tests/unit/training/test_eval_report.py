@@ -10,8 +10,8 @@ from training.errors import TrainingError
 from training.evaluate import evaluate, evaluate_adapter
 from training.evaluate.gates import Gates
 from training.evaluate.general import shipped_set
-from training.evaluate.items import score_answer
 from training.evaluate.generation import GenResult
+from training.evaluate.items import score_answer
 from training.synthetic import json_task
 
 
@@ -152,12 +152,20 @@ def test_a_json_adapter_gets_go_with_every_metric_and_report(run) -> None:
 
 def test_forgetting_in_one_category_is_no_go(run) -> None:
     run["backend"].general_fail = {"facts"}
-    report = _eval(run)
+    report = _eval(run, general_limit=80)  # 20 a category: enough to gate each
     assert not report["go"]
     failed = [c["name"] for c in report["check_list"] if not c["passed"]]
     assert failed == ["general accuracy drop <= 0.05", "general/facts drop <= 0.15"]
-    assert report["general"]["categories"]["facts"]["drop"] == 1.0
+    facts = report["general"]["categories"]["facts"]
+    assert (facts["items"], facts["drop"], facts["gated"]) == (20, 1.0, True)
     assert "**NO-GO**" in (run["root"] / "run" / "eval.md").read_text()
+    # With 5 items a category, one category's drop is reported but only the overall is gated.
+    report = _eval(run, general_limit=20)
+    assert [c["name"] for c in report["check_list"] if not c["passed"]] == [
+        "general accuracy drop <= 0.05"
+    ]
+    assert report["general"]["categories"]["facts"]["gated"] is False
+    assert "(too few items to gate)" in (run["root"] / "run" / "eval.md").read_text()
 
 
 def test_recorded_gates_apply_and_an_override_is_reported(run) -> None:
