@@ -118,8 +118,12 @@ def generation(args: Any, adapter: Path, data: Path) -> dict[str, Any]:
 
 def forgetting(args: Any, adapter: Path, data: Path) -> dict[str, Any]:
     """A full evaluation with the whole general set; per-category table."""
+    import time
+
     from training.evaluate import evaluate_adapter
 
+    out = Path(tempfile.mkdtemp(prefix="bench-eval-"))
+    started = time.perf_counter()
     report = evaluate_adapter(
         adapter,
         data,
@@ -127,8 +131,10 @@ def forgetting(args: Any, adapter: Path, data: Path) -> dict[str, Any]:
         backend="vllm",
         general_limit=None,
         limit=args.examples,
-        out_dir=Path(tempfile.mkdtemp(prefix="bench-eval-")),
+        out_dir=out,
     )
+    wall = time.perf_counter() - started
+    print(f"full evaluation: {wall:.0f} s; reports in {out}")
     general = report["general"]
     rows = [
         [k, v["items"], f"{v['base']:.3f}", f"{v['adapter']:.3f}", f"{v['drop']:+.3f}"]
@@ -149,6 +155,8 @@ def forgetting(args: Any, adapter: Path, data: Path) -> dict[str, Any]:
         metric_rows,
     )
     return {
+        "wall_s": round(wall, 1),
+        "reports": str(out),
         "verdict": report["verdict"],
         "general": general,
         "metrics": report["metrics"],
