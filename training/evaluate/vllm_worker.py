@@ -43,18 +43,27 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     ready = time.perf_counter()
     lora = LoRARequest("adapter", 1, spec["adapter"]) if spec["adapter"] is not None else None
     requests = spec["requests"]
-    params = [SamplingParams(temperature=0.0, max_tokens=r["max_tokens"]) for r in requests]
-    # lora_request takes one entry per chat, None for the base (typed as LoRARequest only).
-    outputs = llm.chat(
-        [r["messages"] for r in requests],
-        params,
-        use_tqdm=False,
-        lora_request=[lora if r["adapter"] else None for r in requests],  # type: ignore[misc]
-    )
+    # Base requests first, as their own batch, then the adapter's: measured on vLLM 0.32's CPU
+    # build, base requests mixed into one call with LoRA requests were answered by the adapter.
+    answers: list[str] = [""] * len(requests)
+    tokens = 0
+    for side in (False, True):
+        index = [i for i, r in enumerate(requests) if bool(r["adapter"]) == side]
+        if not index:
+            continue
+        outputs = llm.chat(
+            [requests[i]["messages"] for i in index],
+            [SamplingParams(temperature=0.0, max_tokens=requests[i]["max_tokens"]) for i in index],
+            use_tqdm=False,
+            lora_request=lora if side else None,
+        )
+        for i, out in zip(index, outputs, strict=True):
+            answers[i] = out.outputs[0].text
+            tokens += len(out.outputs[0].token_ids)
     done = time.perf_counter()
     return {
-        "answers": [o.outputs[0].text for o in outputs],
-        "output_tokens": sum(len(o.outputs[0].token_ids) for o in outputs),
+        "answers": answers,
+        "output_tokens": tokens,
         "startup_s": round(ready - started, 3),
         "generate_s": round(done - ready, 3),
         "device": "cuda" if cuda else "cpu",
