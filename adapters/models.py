@@ -19,7 +19,8 @@ class AdapterRow(Base):
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
     owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     shared_with: Mapped[list[str]] = mapped_column(JSON, default=list)
-    # Versions that have been prod, oldest first; the last one is the current prod.
+    # Versions that have been prod, oldest first; the last one is the current prod ([]: none
+    # yet, e.g. a first version registered without promotion after a NO-GO evaluation).
     prod_history: Mapped[list[int]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     versions: Mapped[list[VersionRow]] = relationship(
@@ -45,6 +46,7 @@ class VersionRow(Base):
     training_config: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     eval_report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     exemplars: Mapped[list[str]] = mapped_column(JSON, default=list)
+    forced: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     adapter: Mapped[AdapterRow] = relationship(back_populates="versions")
 
 

@@ -54,7 +54,14 @@ class AdapterVersion:
     training_config: dict[str, Any] | None = None
     eval_report: dict[str, Any] | None = None
     exemplars: list[str] = field(default_factory=list)
+    # Set when an admin promoted the version over a NO-GO evaluation: {"at", "reason"}.
+    forced: dict[str, Any] | None = None
     existing: bool = False  # set by register() when the same bytes were already registered
+
+    @property
+    def gated_out(self) -> bool:
+        """Its recorded evaluation is NO-GO and no admin has overridden it: not to be served."""
+        return (self.eval_report or {}).get("go") is False and self.forced is None
 
     @property
     def served_name(self) -> str:
@@ -94,6 +101,7 @@ class AdapterVersion:
             "training_config": self.training_config,
             "eval_report": self.eval_report,
             "exemplars": self.exemplars,
+            "forced": self.forced,
         }
 
 
@@ -232,7 +240,7 @@ class AdapterRegistry:
                     exemplars=list(exemplars or []),
                 )
                 row.versions.append(version)
-                if promote or not row.prod_history:
+                if promote:
                     row.prod_history = [*row.prod_history, number]
                 try:
                     s.commit()
@@ -253,9 +261,9 @@ class AdapterRegistry:
         finally:
             self.store.discard(staging)
 
-    def promote(self, ref: str, force: bool = False) -> AdapterVersion:
+    def promote(self, ref: str, force: bool = False, reason: str = "") -> AdapterVersion:
         """Point `prod` at a version (`NAME@N`); one whose recorded evaluation is NO-GO only
-        with `force`."""
+        with `force`, which is recorded on the version with the time and `reason`."""
         name, selector = parse_ref(ref)
         if not isinstance(selector, int):
             raise AdapterError(f"promote needs NAME@VERSION, got {ref!r}", "invalid_reference")
@@ -271,6 +279,11 @@ class AdapterRegistry:
                     "version, or promote with force to override",
                     "gates_failed",
                 )
+            if report.get("go") is False:
+                version.forced = {
+                    "at": datetime.now(UTC).isoformat(),
+                    "reason": reason or "promoted with force over a NO-GO evaluation",
+                }
             if row.prod_history[-1:] != [selector]:
                 row.prod_history = [*row.prod_history, selector]
             s.commit()
@@ -291,6 +304,8 @@ class AdapterRegistry:
         with self._lock, Session(self.engine) as s:
             row = self._row(s, name)
             history = list(row.prod_history)
+            if not history:
+                raise AdapterConflict(f"{name} has no prod version", "nothing_to_roll_back")
             current = history.pop()
             existing = {v.version for v in row.versions}
             while history and (history[-1] == current or history[-1] not in existing):
@@ -368,6 +383,11 @@ class AdapterRegistry:
         with Session(self.engine) as s:
             row = self._row(s, name)
             if selector == "prod":
+                if not row.prod_history:
+                    have = ", ".join(f"{name}@{v.version}" for v in row.versions)
+                    raise AdapterNotFound(
+                        f"{name} has no prod version yet ({have}): promote one", "no_prod_version"
+                    )
                 return self._to_version(row, self._version(row, row.prod_history[-1]))
             if not isinstance(selector, int):
                 raise AdapterNotFound(f"{name} has no alias {selector!r} (aliases: prod)")
@@ -449,6 +469,7 @@ class AdapterRegistry:
             training_config=v.training_config,
             eval_report=v.eval_report,
             exemplars=list(v.exemplars or []),
+            forced=v.forced,
         )
 
 

@@ -101,8 +101,10 @@ def _exemplar(item: Any, where: str) -> str:
                     )
                 if isinstance(content, str) and content.strip():
                     return content.strip()
-    raise _bad_exemplars(f"{where} has no prompt: give a string, or an object with a 'prompt' "
-                         "or a user message in 'messages'")  # fmt: skip
+    raise _bad_exemplars(
+        f"{where} has no prompt: give a string, or an object with a 'prompt' "
+        "or a user message in 'messages'"
+    )
 
 
 def _bad_exemplars(detail: str) -> ServiceError:
@@ -226,21 +228,14 @@ class AdapterAdmin:
     ) -> Change:
         """Validate, store and version the adapter in `src`, with the lineage beside it.
 
-        A NO-GO `eval.json` keeps the version from becoming prod unless `force`; as a first
-        version it would be prod whatever is asked (a name always resolves), so it is refused.
+        A NO-GO `eval.json` keeps the version from becoming prod unless `force` (a first version
+        then leaves the name with no prod version: nothing serves until one is promoted).
         """
         wanted = sorted({s.strip() for s in shared_with or [] if s.strip()})
         owner_id, shared = await asyncio.to_thread(self.tenant_ids, owner, wanted)
         found, beside = await asyncio.to_thread(lineage, Path(src))
         notes: list[str] = []
         if promote and not force and (found.get("eval_report") or {}).get("go") is False:
-            if not await asyncio.to_thread(self.registry.versions, None, name):
-                raise ServiceError(
-                    f"the adapter's eval.json says NO-GO and {name!r} has no version yet, so it "
-                    "would serve: improve it, or force it",
-                    "gates_failed",
-                    "conflict",
-                )
             notes.append(
                 "eval.json beside the adapter says NO-GO: registered without promoting "
                 "(promote with force to override)"
@@ -277,9 +272,10 @@ class AdapterAdmin:
                 self.uploads_dir / src.relative_to(self.uploads_dir).parts[0], ignore_errors=True
             )
 
-    async def promote(self, ref: str, force: bool = False) -> Change:
-        """Make `NAME@N` prod (a recorded NO-GO evaluation only with `force`)."""
-        av = await asyncio.to_thread(self.registry.promote, ref, force)
+    async def promote(self, ref: str, force: bool = False, reason: str = "") -> Change:
+        """Make `NAME@N` prod (a recorded NO-GO evaluation only with `force`, which the
+        version records with the time and `reason`)."""
+        av = await asyncio.to_thread(self.registry.promote, ref, force, reason)
         self.on_change(av.name)
         return Change([av], sync=await self.serving.sync(av.name))
 

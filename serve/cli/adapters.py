@@ -133,6 +133,9 @@ def promote(
     force: Annotated[
         bool, typer.Option(help="Promote even when its recorded evaluation is NO-GO.")
     ] = False,
+    reason: Annotated[
+        str, typer.Option(help="Why: recorded on the version when --force overrides a NO-GO.")
+    ] = "",
     config: ConfigOpt = None,
     gateway: GatewayOpt = None,
     admin_key: AdminKeyOpt = None,
@@ -144,7 +147,7 @@ def promote(
     Example: loraplex adapters promote support@2
     """
     admin = services(load_settings(config), gateway, admin_key).adapters
-    _report(asyncio.run(admin.promote(ref, force)), prod_moved=True)
+    _report(asyncio.run(admin.promote(ref, force, reason)), prod_moved=True)
 
 
 @app.command("rollback")

@@ -92,6 +92,13 @@ def prepare(
     seed: Annotated[
         int | None, typer.Option(help=config_help(PrepareConfig, "seed", "Split seed."))
     ] = None,
+    gates: Annotated[
+        Path | None,
+        typer.Option(
+            help="Gates YAML/JSON the adapters trained on this dataset must pass (recorded in "
+            "the manifest before training; default gates otherwise)."
+        ),
+    ] = None,
 ) -> None:
     """Validate, dedupe, redact PII, filter, split and decontaminate instruction data.
 
@@ -111,8 +118,13 @@ def prepare(
 
     if mix_ratio is not None and mix is None:
         fail("--mix-ratio needs --mix FILE (the general examples to mix in)")
+    from training.evaluate import load_gates
+
     options = config_values(PrepareConfig, locals(), val_fraction="validation_fraction")
-    manifest = run(inputs, out, PrepareConfig(**options), eval_sets=eval_set, mix=mix)
+    recorded = load_gates(gates) if gates else None
+    manifest = run(
+        inputs, out, PrepareConfig(**options), eval_sets=eval_set, mix=mix, gates=recorded
+    )
     table = Table("split", "examples")
     for name, info in manifest["splits"].items():
         table.add_row(name, str(info["count"]))

@@ -29,6 +29,21 @@ from serve.cli.common import (
 )
 from serve.settings import Settings
 from training.config import TrainConfig
+from training.evaluate import DEFAULT_GENERAL_LIMIT
+
+EvalBackend = Annotated[
+    str,
+    typer.Option(
+        help="Who generates: auto (a running vLLM when there is one, else vLLM's offline "
+        "engine), server, vllm (offline engine) or transformers (one at a time)."
+    ),
+]
+VllmUrlOpt = Annotated[
+    str | None, typer.Option("--vllm-url", help="A running vLLM server to generate with.")
+]
+GeneralLimitOpt = Annotated[
+    int, typer.Option(help="General-ability items scored for forgetting (0: none).")
+]
 
 
 def _settings_and_recipe(
@@ -102,6 +117,12 @@ def train(
         str | None, typer.Option(help="Register the adapter under this name.")
     ] = None,
     tenant: Annotated[str | None, typer.Option(help="Owner tenant when registering.")] = None,
+    eval_limit: Annotated[
+        int, typer.Option(help="With --register: held-out examples the gate evaluates.")
+    ] = 50,
+    general_limit: GeneralLimitOpt = DEFAULT_GENERAL_LIMIT,
+    backend: EvalBackend = "auto",
+    vllm_url: VllmUrlOpt = None,
     config: ConfigOpt = None,
     settings_file: Annotated[Path | None, typer.Option("--settings", hidden=True)] = None,
 ) -> None:
@@ -191,20 +212,88 @@ def train(
     typer.echo(str(result_dir))
     err.print(f"report: {out / 'report.md'}  loss curve: {out / 'loss.png'}")
     if admin is not None and register is not None:
+        # The gate every way in passes: evaluated first, promoted only on GO.
+        from training.evaluate import evaluate as run_eval
+
+        err.print("evaluating before registering (the gates decide whether it is promoted)")
+        report = run_eval(
+            result_dir,
+            data,
+            cfg.base_model_dir,
+            base_model_name=cfg.base_model_name,
+            limit=eval_limit,
+            general_limit=general_limit,
+            **engine_for(settings, backend, vllm_url),
+        )
+        _show_eval(report)
         change = asyncio.run(admin.register(result_dir, register, owner=tenant))
-        err.print(f"registered {change.version.ref} (served as {change.version.served_name})")
+        av = change.version
+        state = "prod" if av.is_prod else "not promoted: NO-GO"
+        err.print(f"registered {av.ref} ({state}; served as {av.served_name})")
+        for note in change.notes:
+            err.print(f"[yellow]{note}[/yellow]")
         print_sync(change.sync)
 
 
+def engine_for(settings: Settings, backend: str, vllm_url: str | None) -> dict[str, Any]:
+    """The generation back-end to use: a running vLLM where one is known (no engine to start,
+    its API key sent), else what `backend` says."""
+    key = settings.vllm_api_key.get_secret_value() if settings.vllm_api_key else None
+    if vllm_url is None and backend in ("auto", "server"):
+        if settings.vllm_urls:
+            vllm_url = settings.vllm_urls[0]
+        else:
+            # The vLLM that `loraplex up` started answers with the key it wrote down.
+            local = f"http://{settings.vllm_host}:{settings.vllm_port}"
+            stored = settings.data_dir / "vllm_key"
+            if stored.is_file() and _answers(local):
+                vllm_url, key = local, key or stored.read_text().strip()
+    return {"backend": backend, "vllm_url": vllm_url, "vllm_api_key": key}
+
+
+def _answers(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def evaluate(
-    adapter_dir: Annotated[Path, typer.Argument(help="Adapter directory (runs/NAME/adapter).")],
-    data: Annotated[
-        Path, typer.Option(help="Prepared dataset directory (its test split is used).")
-    ],
-    general: Annotated[
-        Path | None, typer.Option(help="General chat JSONL to check forgetting.")
+    adapter_dir: Annotated[
+        Path | None, typer.Argument(help="Adapter directory (runs/NAME/adapter).")
     ] = None,
-    limit: Annotated[int, typer.Option(help="Examples to evaluate.")] = 50,
+    data: Annotated[
+        Path | None, typer.Option(help="Prepared dataset directory (its test split is used).")
+    ] = None,
+    tenant: Annotated[
+        str | None, typer.Option(help="Per-path evaluation of this tenant (with --questions).")
+    ] = None,
+    questions: Annotated[
+        Path | None,
+        typer.Option(help="Questions JSONL ({question, answer | any_of | json}) for --tenant."),
+    ] = None,
+    adapter: Annotated[
+        str | None, typer.Option(help="With --tenant: the adapter for the adapter paths.")
+    ] = None,
+    gateway: Annotated[
+        str | None, typer.Option(help="With --tenant: the running gateway (default: configured).")
+    ] = None,
+    general: Annotated[
+        Path | None, typer.Option(help="A general set of your own, scored with the shipped one.")
+    ] = None,
+    general_limit: GeneralLimitOpt = DEFAULT_GENERAL_LIMIT,
+    limit: Annotated[int, typer.Option(help="Held-out examples to evaluate.")] = 50,
+    schema: Annotated[
+        Path | None, typer.Option(help="JSON Schema the answers must match (schema_match).")
+    ] = None,
+    gates: Annotated[
+        Path | None,
+        typer.Option(help="Gates YAML/JSON overriding the recorded ones (shown in the report)."),
+    ] = None,
+    backend: EvalBackend = "auto",
+    vllm_url: VllmUrlOpt = None,
     base_model: Annotated[
         Path | None,
         typer.Option(
@@ -212,36 +301,145 @@ def evaluate(
             "names, else the served base model."
         ),
     ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Report directory (default: the run directory).")
+    ] = None,
     config: ConfigOpt = None,
     settings_file: Annotated[Path | None, typer.Option("--settings", hidden=True)] = None,
 ) -> None:
-    """Compare the adapter with the base model on held-out data; GO / NO-GO by the gates.
+    """Is the adapter better than the base model, and what does it cost in general ability?
 
-    Exits 1 on NO-GO, so scripts can gate promotion on it. The report is recorded on every
-    registered version with the same weights (lineage, and the promotion gate).
+    Generates base and adapter answers in one batch through vLLM (a running server when there
+    is one), scores exact match, token F1, ROUGE-L, label accuracy, JSON validity / keys /
+    schema and answer loss, checks forgetting on the shipped general set, and applies the gates
+    recorded before training: GO / NO-GO (exit 1 on NO-GO), eval.json, eval.md, eval.png and
+    per-example JSONL. The verdict is recorded on every registered version with these weights.
 
-    Example: loraplex eval runs/support/adapter --data datasets/support
+    With --tenant and --questions: the questions go through every path the tenant may take on
+    the running gateway; per_path.json and best_paths.jsonl (for `router calibrate
+    --from-eval`) are written to --out.
+
+    Examples:
+
+        loraplex eval runs/support/adapter --data datasets/support
+
+        loraplex eval runs/json/adapter --data datasets/json --schema person.schema.json
+
+        loraplex eval --tenant acme --questions qa.jsonl --adapter support --out evals/acme
     """
-    from training.evaluate import evaluate as run
-
     settings, _ = _settings_and_recipe(config, settings_file, None)
+    if tenant is not None or questions is not None:
+        if tenant is None or questions is None:
+            fail("per-path evaluation needs both --tenant and --questions")
+        _evaluate_paths(settings, tenant, questions, adapter, gateway, out)
+        return
+    if adapter_dir is None or data is None:
+        fail("give ADAPTER_DIR and --data (or --tenant and --questions for per-path evaluation)")
+    from training.evaluate import evaluate as run
+    from training.evaluate import load_gates
+
     base = base_model or _trained_on(adapter_dir) or settings.resolved_model_dir
-    report = run(adapter_dir, data, base, general=general, limit=limit)
-    table = Table("metric", "base", "adapter")
-    for key in report["adapter"]:
-        table.add_row(key, f"{report['base'][key]:.4f}", f"{report['adapter'][key]:.4f}")
-    Console().print(table)
-    for check, ok in report["checks"].items():
-        err.print(f"{'[green]pass[/green]' if ok else '[red]fail[/red]'}  {check}")
+    report = run(
+        adapter_dir,
+        data,
+        base,
+        base_model_name=None if base_model else settings.base_model,
+        general=general,
+        general_limit=general_limit,
+        gates=load_gates(gates) if gates else None,
+        limit=limit,
+        out_dir=out,
+        **({"schema": schema} if schema else {}),
+        **engine_for(settings, backend, vllm_url),
+    )
+    _show_eval(report)
     recorded = _record_eval(settings, adapter_dir, report)
     if recorded:
-        err.print(
-            f"recorded on {', '.join(recorded)}"
-            + ("" if report["go"] else ": promote refuses a NO-GO version unless --force")
-        )
+        tail = "" if report["go"] else ": promote refuses a NO-GO version unless --force"
+        err.print(f"recorded on {', '.join(recorded)}{tail}")
     typer.echo(json.dumps({"go": report["go"]}))
     if not report["go"]:
         raise typer.Exit(1)
+
+
+def _show_eval(report: dict[str, Any]) -> None:
+    table = Table("metric", "base", "adapter", "gate", title=f"evaluation ({report['kind']})")
+    for name, m in report.get("metrics", {}).items():
+        gate = "; ".join(m.get("gate") or [])
+        passed = {True: " [green]pass[/green]", False: " [red]fail[/red]"}.get(m.get("pass"), "")
+        table.add_row(name, _num(m.get("base")), _num(m.get("adapter")), f"{gate}{passed}")
+    Console().print(table)
+    general = (report.get("general") or {}).get("categories") or {}
+    if general:
+        cats = Table("general category", "items", "base", "adapter", "drop")
+        for name, c in general.items():
+            cats.add_row(
+                name,
+                str(c.get("items")),
+                _num(c.get("base")),
+                _num(c.get("adapter")),
+                _num(c.get("drop")),
+            )
+        Console().print(cats)
+    err.print(f"gates from: {report.get('gates_source')}")
+    err.print("[green]GO[/green]" if report["go"] else "[red]NO-GO[/red]")
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "-"
+
+
+def _evaluate_paths(
+    settings: Settings,
+    tenant: str,
+    questions: Path,
+    adapter: str | None,
+    gateway: str | None,
+    out: Path | None,
+) -> None:
+    """Every question through every path the tenant may take, on the running gateway."""
+    from serve.routing.paths import ask_paths, paths_for
+    from training.evaluate import build_path_table, load_questions, write_path_table
+
+    items = load_questions(questions)  # every bad line reported before anything is asked
+    svc = services(settings)
+    found = svc.tenants.require(tenant)
+    usable = [a.name for a in svc.registry.list_for_tenant(found.id)]
+    if adapter is not None and adapter not in usable:
+        fail(f"tenant {tenant!r} has no adapter {adapter!r} (its adapters: {usable or 'none'})")
+    if adapter is None and len(usable) == 1:
+        adapter = usable[0]
+    has_docs = svc.retrieval.stats(found.id)["chunks"] > 0
+    paths = paths_for(list(found.policy.routes), adapter is not None, has_docs)
+    if not paths:
+        fail(f"tenant {tenant!r} may take none of the paths (policy: {found.policy.routes})")
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    url = gateway or f"http://{host}:{settings.port}"
+    # A key of its own for the run, revoked afterwards: the tenant's keys are never needed.
+    key = svc.tenants.add_key(tenant)
+    try:
+        err.print(f"asking {len(items)} questions through {', '.join(paths)} on {url}")
+        run = asyncio.run(ask_paths(url, key, items, paths, adapter))
+    finally:
+        from serve.tenants.service import hash_key, key_id
+
+        svc.tenants.revoke_key(tenant, key_id(hash_key(key)))
+    table = build_path_table(items, run.answers, run.grounded)
+    written = write_path_table(table, out or Path("evals") / tenant)
+    summary = Table("path", "answered", "accuracy", "mean score", "best for", "grounded")
+    for path, s in table["paths"].items():
+        summary.add_row(
+            path,
+            str(s["answered"]),
+            f"{s['accuracy']:.3f}",
+            f"{s['mean_score']:.3f}",
+            str(s["best"]),
+            _num(s.get("grounded_mean")),
+        )
+    Console().print(summary)
+    for path, count in run.errors.items():
+        err.print(f"[yellow]{count} request(s) on the {path} path failed (scored 0)[/yellow]")
+    err.print(f"wrote {written['per_path']} and {written['best_paths']}")
 
 
 def _record_eval(settings: Settings, adapter_dir: Path, report: dict[str, Any]) -> list[str]:

@@ -275,6 +275,16 @@ class Router:
             adapter = self.registry.resolve_for_tenant(req.adapter, tenant.id)
             if adapter is None:
                 raise model_not_found(req.adapter)
+        if adapter is not None and adapter.gated_out:
+            # `NAME@N` must not become a way to serve a version its evaluation turned down.
+            raise ServiceError(
+                f"{adapter.ref} failed its evaluation gates (NO-GO) and an admin has not "
+                f"overridden that: use {adapter.name} (its prod version), or ask an admin to "
+                f"promote {adapter.ref} with force",
+                "version_gated",
+                "forbidden",
+                param="model",
+            )
         return adapter
 
     def _explicit_route(self, adapter: AdapterVersion | None, req: RouteRequest) -> Decision:

@@ -70,9 +70,14 @@ class RouterVersion:
 
 def _to_version(row: RouterVersionRow, current: int | None) -> RouterVersion:
     return RouterVersion(
-        row.tenant, row.version, row.kind, dict(row.params), dict(row.report), row.created_at,
+        row.tenant,
+        row.version,
+        row.kind,
+        dict(row.params),
+        dict(row.report),
+        row.created_at,
         current=row.version == current,
-    )  # fmt: skip
+    )
 
 
 class RouterVersions:
@@ -125,9 +130,13 @@ class RouterVersions:
                 s.add(active)
             number = active.next_version
             row = RouterVersionRow(
-                tenant=tenant, version=number, kind=kind, params=params, report=report,
+                tenant=tenant,
+                version=number,
+                kind=kind,
+                params=params,
+                report=report,
                 created_at=now,
-            )  # fmt: skip
+            )
             s.add(row)
             active.history = [*active.history, number]
             active.next_version = number + 1

@@ -60,6 +60,10 @@ class Stack:
         return self.vllm.url
 
     @property
+    def vllm_key(self) -> str:
+        return VLLM_KEY
+
+    @property
     def vllm_headers(self) -> dict[str, str]:
         """What a direct call to vLLM needs: it answers only the gateway's key."""
         return {"Authorization": f"Bearer {VLLM_KEY}"}

@@ -107,6 +107,9 @@ class PromoteBody(BaseModel):
 
     version: int = Field(ge=1, description="Version number, as listed by GET /v1/adapters/{name}.")
     force: bool = Field(False, description="Promote even when its recorded evaluation is NO-GO.")
+    reason: str = Field(
+        "", max_length=500, description="Why (recorded on the version when forcing a NO-GO one)."
+    )
 
 
 class ReloadBody(BaseModel):
@@ -130,7 +133,8 @@ async def promote_adapter(
     name: str, body: PromoteBody, admin: AdaptersDep, _: AdminDep
 ) -> dict[str, Any]:
     """Make a version prod; traffic for NAME moves to it at once."""
-    return _answer(admin, await admin.promote(f"{name}@{body.version}", body.force))
+    change = await admin.promote(f"{name}@{body.version}", body.force, body.reason)
+    return _answer(admin, change)
 
 
 @router.post("/{name}/rollback")

@@ -5,7 +5,6 @@ import pytest
 
 from training.config import ALL_LINEAR, TrainConfig
 from training.errors import TrainingError
-from training.evaluate import Gates, decide
 from training.report import val_summary
 from training.sft import finish, resume_point, save_adapter, to_prompt_completion
 from training.sweep import results_table
@@ -98,24 +97,6 @@ def test_adapter_is_written_atomically_with_the_served_base_name(tmp_path) -> No
     with pytest.raises(TrainingError, match="modules_to_save"):
         save_adapter(FakeModel(extra={"modules_to_save": ["lm_head"]}), tmp_path / "b", "base")
     assert not (tmp_path / "b").exists()
-
-
-def test_gates_need_one_task_win_and_no_forgetting() -> None:
-    gates = Gates(min_loss_improvement=0.05, min_json_gain=0.1, max_general_regression=0.1)
-    base = {"loss": 2.0, "json_valid": 0.0, "general_loss": 1.0}
-    assert decide(base, {"loss": 1.0, "json_valid": 0.9, "general_loss": 1.05}, gates)[1]
-    assert decide(base, {"loss": 2.1, "json_valid": 0.5, "general_loss": 1.0}, gates)[
-        1
-    ]  # JSON wins
-    assert decide(base, {"loss": 1.5, "json_valid": 0.05, "general_loss": 1.0}, gates)[
-        1
-    ]  # loss wins
-    checks, go = decide(base, {"loss": 1.99, "json_valid": 0.05, "general_loss": 1.0}, gates)
-    assert not go and checks == {"task loss improves": False, "JSON compliance improves": False,
-                                 "no forgetting on the general set": True}  # fmt: skip
-    checks, go = decide(base, {"loss": 1.0, "json_valid": 0.9, "general_loss": 1.2}, gates)
-    assert not go and not checks["no forgetting on the general set"]
-    assert decide({"loss": 2.0}, {"loss": 1.8}, gates) == ({"task loss improves": True}, True)
 
 
 def test_sweep_table_marks_the_best_run() -> None:

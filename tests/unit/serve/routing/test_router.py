@@ -215,3 +215,20 @@ def test_a_payload_is_embedded_with_its_ask_in_one_batch(fakes) -> None:
     assert retrieval.searches[-1] == "Extract the order as JSON:"
     assert d.signals.payload and d.scores["retrieval_top"] == 0.9
     assert d.scores["instruction_retrieval"] == 0.1  # the ask itself wants no document fact
+
+
+def test_a_no_go_version_is_refused_by_name_until_an_admin_forces_it(fakes) -> None:
+    """`NAME@N` must not serve a version its evaluation turned down."""
+    from dataclasses import replace
+
+    from serve.routing import Router
+
+    no_go = replace(fakes.av("json-extract"), is_prod=False, eval_report={"go": False})
+    router = Router("base", fakes.Registry([no_go]), fakes.Retrieval())
+    with pytest.raises(ServiceError) as exc:
+        decide(router, model="json-extract@1")
+    assert (exc.value.kind, exc.value.code) == ("forbidden", "version_gated")
+    assert "promote json-extract@1 with force" in exc.value.message
+    forced = replace(no_go, forced={"at": "2026-12-06T00:00:00", "reason": "hotfix"})
+    router = Router("base", fakes.Registry([forced]), fakes.Retrieval())
+    assert decide(router, model="json-extract@1").route == "adapter"
