@@ -110,7 +110,7 @@ def test_auto_takes_each_of_the_four_paths(stack, routed) -> None:
         if route in ("rag", "combined"):
             assert any(c["source"] == "drones/zb3000.md" for c in extra["citations"])
     with httpx.Client(base_url=stack.gateway_url, timeout=30) as http:
-        text = http.get("/metrics").text
+        text = http.get("/metrics", headers={"Authorization": f"Bearer {stack.admin_key}"}).text
     for route in ASK:
         assert f'route="{route}",router_version="thresholds",tenant="rt-acme"' in text
     assert 'loraplex_router_decision_seconds_count{tenant="rt-acme"}' in text
