@@ -225,7 +225,7 @@ def train(
             general_limit=general_limit,
             **engine_for(settings, backend, vllm_url),
         )
-        _show_eval(report)
+        _show_eval(report, err)  # stdout keeps the adapter's path, for scripts
         change = asyncio.run(admin.register(result_dir, register, owner=tenant))
         av = change.version
         state = "prod" if av.is_prod else "not promoted: NO-GO"
@@ -362,13 +362,15 @@ def evaluate(
         raise typer.Exit(1)
 
 
-def _show_eval(report: dict[str, Any]) -> None:
+def _show_eval(report: dict[str, Any], out: Console | None = None) -> None:
+    """The metrics and general-set tables (on stdout unless `out` says otherwise)."""
+    out = out or Console()
     table = Table("metric", "base", "adapter", "gate", title=f"evaluation ({report['kind']})")
     for name, m in report.get("metrics", {}).items():
         gate = "; ".join(m.get("gate") or [])
         passed = {True: " [green]pass[/green]", False: " [red]fail[/red]"}.get(m.get("pass"), "")
         table.add_row(name, _num(m.get("base")), _num(m.get("adapter")), f"{gate}{passed}")
-    Console().print(table)
+    out.print(table)
     general = (report.get("general") or {}).get("categories") or {}
     if general:
         cats = Table("general category", "items", "base", "adapter", "drop")
@@ -380,7 +382,7 @@ def _show_eval(report: dict[str, Any]) -> None:
                 _num(c.get("adapter")),
                 _num(c.get("drop")),
             )
-        Console().print(cats)
+        out.print(cats)
     err.print(f"gates from: {report.get('gates_source')}")
     err.print("[green]GO[/green]" if report["go"] else "[red]NO-GO[/red]")
 
