@@ -3,11 +3,11 @@
 On the request path a `Trace` collects the completion's id and grounding (and, only where the
 tenant's policy captures, the answer's text); when the request ends it becomes a `Record` in an
 in-memory queue: a few microseconds. `Recorder.flush()` (every few seconds, from the gateway's
-production loop, and on demand when feedback looks for a completion not yet written) then does
-the work: redacts captured text with the curation's PII pass, writes the records in one
-transaction, and folds each request into the drift statistics (its query embedding, taken from
-the router's cache, its similarity to the serving adapter's exemplars, weak retrieval,
-grounding).
+production loop) then does the work: redacts captured text with the curation's PII pass, writes
+the records in one transaction, and folds each request into the drift statistics (its query
+embedding, taken from the router's cache, its similarity to the serving adapter's exemplars,
+weak retrieval, grounding). Feedback looking for a completion not yet written calls `write()`,
+the first half only.
 
 With capture off no text is written anywhere: the query stays in memory only until its
 embedding is known (the router's cached vector, or one computed here when the request named its
@@ -26,9 +26,8 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy import Engine
+from sqlalchemy import Engine, insert
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session
 
 from adapters.registry import AdapterVersion
 from serve.chat.protocol import ChatCompletionRequest
@@ -184,7 +183,10 @@ class Recorder:
         self.stats = RecorderStats()
         self._pending: deque[Record] = deque()
         self._lock = threading.Lock()
-        self._flush_lock = threading.Lock()
+        self._written: list[Record] = []  # rows written, statistics not folded yet
+        self._write_lock = threading.Lock()
+        self._fold_lock = threading.Lock()
+        self._exemplars: dict[str, np.ndarray] = {}  # served name -> exemplar embeddings
 
     def trace(self, tenant: Tenant, req: ChatCompletionRequest) -> Trace:
         """A trace for one request."""
@@ -205,8 +207,8 @@ class Recorder:
             self._pending.append(record)
 
     def pending(self) -> int:
-        """Records waiting to be written."""
-        return len(self._pending)
+        """Records waiting to be written or folded."""
+        return len(self._pending) + len(self._written)
 
     def take_touched(self) -> set[str]:
         """Tenant ids whose statistics changed since the last call."""
@@ -214,24 +216,40 @@ class Recorder:
             touched, self.stats.touched = self.stats.touched, set()
         return touched
 
-    def flush(self) -> int:
-        """Write every queued record and fold it into the drift statistics; how many."""
-        with self._flush_lock:
+    def write(self) -> int:
+        """Write the queued records' rows now; how many. Their drift statistics follow at the
+        next `flush` (feedback looking for a fresh completion needs only the row)."""
+        with self._write_lock:
             with self._lock:
                 batch = list(self._pending)
                 self._pending.clear()
             if not batch:
                 return 0
-            self._embed(batch)
             try:
                 self._write(batch)
-            except OperationalError as exc:  # busy or unreachable: keep them for the next flush
+            except OperationalError as exc:  # busy or unreachable: keep them for the next try
                 log.warning("request records not written yet (%s); will retry", exc.orig)
                 self.stats.failed_flushes += 1
                 with self._lock:
                     room = self.max_pending - len(self._pending)
                     self._pending.extendleft(reversed(batch[:room]))
                 return 0
+            with self._lock:
+                self._written.extend(batch)
+            self.stats.written += len(batch)
+            return len(batch)
+
+    def flush(self) -> int:
+        """Write every queued record and fold the written ones into the drift statistics (the
+        queries nobody embedded are embedded here); how many were folded."""
+        self.write()
+        with self._fold_lock:
+            with self._lock:
+                batch = list(self._written)
+                self._written.clear()
+            if not batch:
+                return 0
+            self._embed(batch)
             for record in batch:
                 self._fold(record)
                 record.query, record.request = "", None  # nothing of the text outlives this
@@ -241,7 +259,6 @@ class Recorder:
                 log.warning("drift statistics not written: %s", exc.orig)
             with self._lock:
                 self.stats.touched.update(r.tenant.id for r in batch)
-            self.stats.written += len(batch)
             return len(batch)
 
     def _embed(self, batch: list[Record]) -> None:
@@ -265,22 +282,24 @@ class Recorder:
 
     def _write(self, batch: list[Record]) -> None:
         rows = [self._row(r) for r in batch if r.status == 200 or r.decision is not None]
+        if not rows:
+            return
+        statement = insert(CompletionRow)
         try:
-            with Session(self.engine) as s:
-                s.add_all(rows)
-                s.commit()
+            # One executemany in one transaction: ORM objects would cost ~10x as much per row.
+            with self.engine.begin() as conn:
+                conn.execute(statement, rows)
         except IntegrityError:
             # A tenant deleted meanwhile, or an id seen twice: write the others one by one.
             for row in rows:
                 try:
-                    with Session(self.engine) as s:
-                        s.merge(row)
-                        s.commit()
+                    with self.engine.begin() as conn:
+                        conn.execute(statement, [row])
                 except IntegrityError:
                     pass
 
     @staticmethod
-    def _row(r: Record) -> CompletionRow:
+    def _row(r: Record) -> dict[str, Any]:
         d = r.decision
         capture = r.tenant.policy.capture
         messages, answer = None, None
@@ -290,24 +309,32 @@ class Recorder:
             if capture == "redacted":
                 messages = [_redact_message(m) for m in messages]
                 answer = redact(answer)[0] if answer else answer
-        top = _retrieval_top(d)
-        return CompletionRow(
-            id=r.id,
-            tenant_id=r.tenant.id,
-            created_at=r.created_at,
-            model=r.model[:200],
-            route=d.route if d is not None else None,
-            adapter=d.adapter_ref if d is not None else None,
-            router_version=d.router_version if d is not None else None,
-            status=r.status,
-            latency_ms=r.latency_ms,
-            source_ids=r.source_ids,
-            grounded=r.grounded,
-            retrieval_top=top,
-            capture=capture,
-            messages=messages,
-            answer=answer,
-        )
+        return {
+            "id": r.id,
+            "tenant_id": r.tenant.id,
+            "created_at": r.created_at,
+            "model": r.model[:200],
+            "route": d.route if d is not None else None,
+            "adapter": d.adapter_ref if d is not None else None,
+            "router_version": d.router_version if d is not None else None,
+            "status": r.status,
+            "latency_ms": r.latency_ms,
+            "source_ids": r.source_ids,
+            "grounded": r.grounded,
+            "retrieval_top": _retrieval_top(d),
+            "capture": capture,
+            "messages": messages,
+            "answer": answer,
+        }
+
+    def _exemplar_matrix(self, av: AdapterVersion) -> np.ndarray | None:
+        """The version's exemplar embeddings as one array (versions never change: kept)."""
+        found = self._exemplars.get(av.served_name)
+        if found is None and self.exemplar_vectors is not None:
+            vectors = self.exemplar_vectors(av)
+            if vectors:
+                found = self._exemplars[av.served_name] = np.asarray(vectors, dtype=np.float32)
+        return found
 
     def _fold(self, r: Record) -> None:
         d = r.decision
@@ -315,10 +342,11 @@ class Recorder:
         route = d.route if d is not None else None
         top = _retrieval_top(d)
         similarity = None
-        if av is not None and r.vector is not None and av.exemplars and self.exemplar_vectors:
-            vectors = self.exemplar_vectors(av)
-            if vectors:
-                similarity = closest_similarity(r.vector, np.asarray(vectors, dtype=np.float32))
+        vector = None if r.vector is None else np.asarray(r.vector, dtype=np.float64)
+        if av is not None and vector is not None and av.exemplars:
+            exemplars = self._exemplar_matrix(av)
+            if exemplars is not None:
+                similarity = closest_similarity(vector, exemplars)
         self.accumulator.add(
             r.tenant.id,
             av.name if av is not None else BASE,
@@ -326,7 +354,7 @@ class Recorder:
             status=r.status,
             latency_ms=r.latency_ms,
             route=route,
-            vector=r.vector,
+            vector=vector,
             similarity=similarity,
             rag=route in RAG_ROUTES,
             weak=top is not None and top < r.tenant.policy.drift.weak_retrieval,

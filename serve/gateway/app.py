@@ -51,7 +51,7 @@ def build_state(settings: Settings, urls: list[str]) -> AppState:
         embed_missing=settings.monitor_embed_missing,
     )
     # Feedback sent right after its answer finds the record even before the next flush.
-    services.feedback.before_lookup = recorder.flush
+    services.feedback.before_lookup = recorder.write
     services.monitor.exemplar_vectors = services.router.exemplar_vectors
     metrics = Metrics()
     return AppState(

@@ -14,7 +14,9 @@ and grounding. `judge` says whether the canary is worse beyond the margins of it
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import random
 import statistics
 import threading
@@ -24,14 +26,17 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from adapters.canary import Canary
+from adapters.errors import AdapterNotFound
 from adapters.registry import AdapterRegistry, AdapterVersion
 from serve.errors import ServiceError
 from serve.feedback.tables import CompletionRow, FeedbackRow
 from serve.routing import Decision
 
+log = logging.getLogger("loraplex.canary")
 MAX_ROWS = 20_000  # most recent requests per arm read for a comparison
 
 
@@ -291,8 +296,16 @@ class Rollout:
             if now - self._read_at < self.check_s:
                 return self._trials
         trials = {}
-        for c in self.registry.canaries(running=True):
-            trials[c.name] = Trial(c, self.registry.get(c.ref))
+        try:
+            for c in self.registry.canaries(running=True):
+                with contextlib.suppress(AdapterNotFound):  # removed meanwhile: no trial
+                    trials[c.name] = Trial(c, self.registry.get(c.ref))
+        except SQLAlchemyError as exc:
+            # The database is busy or down: prod and canaries as last known, rather than
+            # failing requests the router could serve.
+            log.warning("running canaries not read (%s); using the last known", exc)
+            with self._lock:
+                return self._trials
         with self._lock:
             self._trials, self._read_at = trials, now
         return trials

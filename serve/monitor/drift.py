@@ -75,7 +75,7 @@ def exemplar_baseline(exemplars: np.ndarray | None) -> float | None:
 def closest_similarity(vector: Any, exemplars: np.ndarray) -> float | None:
     """Similarity of one (unit) query embedding to its closest exemplar (None when they come
     from different embedding models)."""
-    q = np.asarray(vector, dtype=np.float32)
+    q = np.asarray(vector, dtype=exemplars.dtype)
     if exemplars.ndim != 2 or exemplars.shape[1] != q.shape[0]:
         return None
     return float((exemplars @ q).max())

@@ -63,7 +63,10 @@ class BucketStats:
         self.routes[route or "unrouted"] += 1
         if vector is not None:
             v = np.asarray(vector, dtype=np.float64)
-            self.vec_sum = v.copy() if self.vec_sum is None else self.vec_sum + v
+            if self.vec_sum is None:
+                self.vec_sum = v.copy()
+            else:
+                self.vec_sum += v
             self.vec_n += 1
         if similarity is not None:
             self.sim_n += 1

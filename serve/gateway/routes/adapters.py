@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from adapters.errors import UploadTooLarge
 from serve.admin.adapters import AdapterAdmin, Change, read_exemplars
-from serve.gateway.deps import AdaptersDep, AdminDep, CanariesDep, SettingsDep
+from serve.gateway.deps import AdaptersDep, AdminDep, CanariesDep, SettingsDep, StateDep
 
 router = APIRouter(prefix="/v1/adapters", tags=["admin"])
 
@@ -146,9 +146,11 @@ async def promote_adapter(
 
 
 @router.get("/{name}/canary")
-def get_canary(name: str, canaries: CanariesDep, _: AdminDep) -> dict[str, Any]:
+def get_canary(name: str, canaries: CanariesDep, state: StateDep, _: AdminDep) -> dict[str, Any]:
     """The running canary (or the latest ended one) compared with prod: requests, error rate,
     median latency, down-votes and grounding per arm, the verdict, and the history."""
+    if state.recorder is not None:
+        state.recorder.write()  # this gateway's latest requests count too
     return canaries.report(name)
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from serve.gateway.deps import AdminDep, CanariesDep, MonitorDep
+from serve.gateway.deps import AdminDep, CanariesDep, MonitorDep, StateDep
 
 router = APIRouter(tags=["admin"])
 
@@ -15,6 +15,7 @@ router = APIRouter(tags=["admin"])
 def monitor(
     monitor: MonitorDep,
     canaries: CanariesDep,
+    state: StateDep,
     _: AdminDep,
     tenant: str | None = None,
     window_h: Annotated[float | None, Query(gt=0, le=24 * 90)] = None,
@@ -23,6 +24,8 @@ def monitor(
     default the gateway's setting): input drift, knowledge gaps, route mix shift, down-vote
     rate, grounding, trends; every threshold of the tenant's policy crossed is in `warnings`.
     Running canaries are compared with prod."""
+    if state.recorder is not None:
+        state.recorder.flush()  # this gateway's latest requests count too
     reports = monitor.reports(tenant, window_h)
     warnings = [{"tenant": r["tenant"], **w} for r in reports for w in r["warnings"]]
     return {
