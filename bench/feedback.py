@@ -242,7 +242,7 @@ def background(env: SimpleNamespace, batch: int) -> dict[str, Any]:
 def drift(env: SimpleNamespace, n: int) -> dict[str, Any]:
     """Running sums vs keeping every embedding, for n requests."""
     from serve.monitor.drift import closest_similarity
-    from serve.monitor.stats import HIST_BINS, Accumulator, hist_bin, write_buckets
+    from serve.monitor.stats import HIST_BINS, Accumulator, write_buckets
 
     rng = np.random.default_rng(0)
     queries = rng.standard_normal((n, DIM)).astype(np.float32)
@@ -278,7 +278,8 @@ def drift(env: SimpleNamespace, n: int) -> dict[str, Any]:
     kept = queries.copy()
     mean = kept.mean(axis=0)
     sims = (kept @ exemplars.T).max(axis=1)
-    hist = np.bincount([hist_bin(float(s)) for s in sims], minlength=HIST_BINS)
+    bins = np.clip((sims * HIST_BINS).astype(int), 0, HIST_BINS - 1)  # as hist_bin, vectorised
+    hist = np.bincount(bins, minlength=HIST_BINS)
     alt_s = time.perf_counter() - started
     del mean, hist
     return {
