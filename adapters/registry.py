@@ -19,9 +19,11 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from adapters import canary as canary_rows
+from adapters.canary import Canary, check_percent, to_canary
 from adapters.db import make_engine, upgrade
 from adapters.errors import AdapterConflict, AdapterError, AdapterNotFound
-from adapters.models import AdapterRow, VersionCounterRow, VersionRow
+from adapters.models import AdapterRow, CanaryRow, VersionCounterRow, VersionRow
 from adapters.store import ArtifactStore
 from adapters.validation import AdapterInfo, check_files, validate_adapter
 
@@ -270,24 +272,60 @@ class AdapterRegistry:
         with self._lock, Session(self.engine) as s:
             row = self._row(s, name)
             version = self._version(row, selector)
-            report = version.eval_report or {}
-            if report.get("go") is False and not force:
-                failed = [k for k, ok in (report.get("checks") or {}).items() if not ok]
-                why = ", ".join(failed) or "see its eval report"
-                raise AdapterConflict(
-                    f"{ref} failed its evaluation gates (NO-GO: {why}): train a better "
-                    "version, or promote with force to override",
-                    "gates_failed",
-                )
-            if report.get("go") is False:
-                version.forced = {
-                    "at": datetime.now(UTC).isoformat(),
-                    "reason": reason or "promoted with force over a NO-GO evaluation",
-                }
+            _check_gates(ref, version, force, "promote", reason)
             if row.prod_history[-1:] != [selector]:
                 row.prod_history = [*row.prod_history, selector]
+            canary_rows.settle_on_promote(s, name, selector)
             s.commit()
             return self._to_version(row, version)
+
+    def start_canary(
+        self, ref: str, percent: int, *, force: bool = False, criteria: dict[str, Any] | None = None
+    ) -> Canary:
+        """Send `percent` % (1-99) of NAME's traffic to `NAME@N` while prod keeps the rest;
+        a version whose recorded evaluation is NO-GO only with `force`. A canary already
+        running for NAME is cancelled. `criteria`: what the judge applies (kept as given)."""
+        name, selector = parse_ref(ref)
+        if not isinstance(selector, int):
+            raise AdapterError(f"a canary needs NAME@VERSION, got {ref!r}", "invalid_reference")
+        check_percent(percent)
+        with self._lock, Session(self.engine) as s:
+            row = self._row(s, name)
+            version = self._version(row, selector)
+            _check_gates(ref, version, force, "start the canary")
+            started = canary_rows.start(s, row, selector, percent, criteria or {})
+            s.commit()
+            return to_canary(started)
+
+    def canary(self, name: str) -> Canary | None:
+        """The running canary of `name`, or None."""
+        with Session(self.engine) as s:
+            row = canary_rows.running_row(s, name)
+            return to_canary(row) if row is not None else None
+
+    def canaries(self, name: str | None = None, running: bool = False) -> list[Canary]:
+        """Canaries, oldest first (of one adapter; only running ones)."""
+        query = select(CanaryRow).order_by(CanaryRow.id)
+        if name is not None:
+            query = query.where(CanaryRow.name == name)
+        if running:
+            query = query.where(CanaryRow.state == canary_rows.RUNNING)
+        with Session(self.engine) as s:
+            return [to_canary(r) for r in s.scalars(query)]
+
+    def end_canary(
+        self, name: str, state: str, reason: str, canary_id: int | None = None
+    ) -> Canary | None:
+        """End the running canary of `name` (`state`: completed, rolled_back or cancelled);
+        with `canary_id`, only that canary (a judge that looked at an older one must not end
+        its successor). None when nothing matching was running."""
+        with self._lock, Session(self.engine) as s:
+            row = canary_rows.running_row(s, name)
+            if row is None or (canary_id is not None and row.id != canary_id):
+                return None
+            canary_rows.end(row, state, reason)
+            s.commit()
+            return to_canary(row)
 
     def record_eval(self, digest: str, report: dict[str, Any]) -> list[AdapterVersion]:
         """Attach an evaluation report to every version whose weights have this sha256: the
@@ -316,6 +354,9 @@ class AdapterRegistry:
                     "nothing_to_roll_back",
                 )
             row.prod_history = history
+            running = canary_rows.running_row(s, name)
+            if running is not None:  # it was compared with the prod that is going away
+                canary_rows.end(running, "cancelled", f"prod was rolled back to v{history[-1]}")
             s.commit()
             return self._to_version(row, self._version(row, history[-1]))
 
@@ -344,6 +385,9 @@ class AdapterRegistry:
                             "remove_prod",
                         )
                     gone = [self._to_version(row, version)]
+                    running = canary_rows.running_row(s, name)
+                    if running is not None and running.version == selector:
+                        canary_rows.end(running, "cancelled", f"{ref} was removed")
                     row.prod_history = [v for v in row.prod_history if v != selector]
                     row.versions.remove(version)
                     s.delete(version)
@@ -471,6 +515,26 @@ class AdapterRegistry:
             exemplars=list(v.exemplars or []),
             forced=v.forced,
         )
+
+
+def _check_gates(ref: str, version: VersionRow, force: bool, what: str, reason: str = "") -> None:
+    """Refuse a version whose recorded evaluation is NO-GO, unless `force`; an override is
+    recorded on the version with the time and `reason`."""
+    report = version.eval_report or {}
+    if report.get("go") is not False:
+        return
+    if not force:
+        failed = [k for k, ok in (report.get("checks") or {}).items() if not ok]
+        why = ", ".join(failed) or "see its eval report"
+        raise AdapterConflict(
+            f"{ref} failed its evaluation gates (NO-GO: {why}): train a better version, or "
+            f"{what} with force to override",
+            "gates_failed",
+        )
+    version.forced = {
+        "at": datetime.now(UTC).isoformat(),
+        "reason": reason or f"{what} with force over a NO-GO evaluation",
+    }
 
 
 def _replace(av: AdapterVersion, **changes: Any) -> AdapterVersion:

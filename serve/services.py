@@ -17,6 +17,9 @@ from retrieval.service import RetrievalService
 from serve import database
 from serve.admin.adapters import AdapterAdmin, NoServing, Serving
 from serve.admin.tenants import TenantAdmin
+from serve.feedback.service import FeedbackService
+from serve.monitor.canary import CanaryService, Rollout
+from serve.monitor.service import Monitor
 from serve.routing import Router
 from serve.routing.caches import AdapterCatalog, CachedEmbedder
 from serve.routing.calibration import Calibration
@@ -113,10 +116,43 @@ class Services:
             self.serving,
             uploads_dir=self.settings.data_dir / "uploads",
             max_upload_bytes=self.settings.max_upload_bytes,
-            on_change=self.adapter_catalog.invalidate,
+            on_change=self._adapters_changed,
         )
+
+    def _adapters_changed(self, name: str | None) -> None:
+        self.adapter_catalog.invalidate(name)
+        if "rollout" in self.__dict__:  # built: the gateway splits traffic for canaries
+            self.rollout.invalidate(name)
 
     @cached_property
     def tenant_admin(self) -> TenantAdmin:
-        """Tenant administration that spans tenants, their documents and their adapters."""
-        return TenantAdmin(self.tenants, self.retrieval, self.adapters)
+        """Tenant administration that spans tenants, their documents, adapters and feedback."""
+        return TenantAdmin(self.tenants, self.retrieval, self.adapters, self.feedback)
+
+    @cached_property
+    def feedback(self) -> FeedbackService:
+        """Request records, captures and feedback."""
+        return FeedbackService(self.db, max_correction_chars=self.settings.feedback_max_chars)
+
+    @cached_property
+    def monitor(self) -> Monitor:
+        """Drift, knowledge gaps, route mix, feedback and grounding reports."""
+        s = self.settings
+        return Monitor(
+            self.db,
+            self.tenants,
+            self.registry,
+            embedder=self.embedder,
+            window_h=s.monitor_window_h,
+            bucket_s=s.monitor_bucket_s,
+        )
+
+    @cached_property
+    def canaries(self) -> CanaryService:
+        """Canary comparisons and automatic rollback."""
+        return CanaryService(self.registry, self.db)
+
+    @cached_property
+    def rollout(self) -> Rollout:
+        """The per-request split between prod versions and running canaries."""
+        return Rollout(self.registry)

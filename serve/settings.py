@@ -133,6 +133,29 @@ class Settings(BaseSettings):
         "core). One keeps a routing decision fast while vLLM or other work shares the cores.",
     )
 
+    # -- feedback, drift and canaries ----------------------------------------------------------
+    monitor_interval_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="Gateway: how often request records are written, drift gauges updated and "
+        "running canaries judged.",
+    )
+    monitor_window_h: float = Field(
+        24.0, gt=0, description="Drift window (hours); the window before it is the reference."
+    )
+    monitor_bucket_s: int = Field(
+        3600, ge=60, le=86400, description="Drift statistics are summed per bucket of this size."
+    )
+    monitor_embed_missing: bool = Field(
+        True,
+        description="Embed queries the router did not (requests naming their model) so their "
+        "drift is measured too; off, only routed requests count.",
+    )
+    feedback_max_chars: int = Field(
+        8000, ge=100, description="Longest correction a feedback may carry (characters)."
+    )
+
     @field_validator("admin_key", "vllm_api_key")
     @classmethod
     def _no_placeholder_secret(cls, value: SecretStr | None, info: Any) -> SecretStr | None:

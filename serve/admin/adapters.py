@@ -14,13 +14,14 @@ import asyncio
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from adapters.archive import extract_archive
 from adapters.registry import AdapterRegistry, AdapterVersion
 from serve.errors import ServiceError
+from serve.monitor.canary import CanaryCriteria
 from serve.names import check_adapter_name
 from serve.tenants import TenantService
 
@@ -199,10 +200,17 @@ class AdapterAdmin:
         return out
 
     def listing(self, tenant: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
-        """Every version (of one adapter, or usable by the tenant named), described."""
+        """Every version (of one adapter, or usable by the tenant named), described; `canary`
+        is the share of traffic a version takes as a running canary (else None)."""
         tenant_id = self.tenants.require(tenant).id if tenant else None
         names = self.tenants.names()
-        return [self.describe(av, names) for av in self.registry.versions(tenant_id, name)]
+        trials = {c.ref: c.percent for c in self.registry.canaries(name, running=True)}
+        out = []
+        for av in self.registry.versions(tenant_id, name):
+            card = self.describe(av, names)
+            card["canary"] = trials.get(av.ref)
+            out.append(card)
+        return out
 
     def check_registrable(self, name: str, owner: str | None) -> None:
         """Fail now, not after the work, when `name` cannot be registered by `owner`."""
@@ -272,15 +280,61 @@ class AdapterAdmin:
                 self.uploads_dir / src.relative_to(self.uploads_dir).parts[0], ignore_errors=True
             )
 
-    async def promote(self, ref: str, force: bool = False, reason: str = "") -> Change:
-        """Make `NAME@N` prod (a recorded NO-GO evaluation only with `force`, which the
-        version records with the time and `reason`)."""
+    async def promote(
+        self,
+        ref: str,
+        force: bool = False,
+        canary: int | None = None,
+        criteria: dict[str, Any] | None = None,
+        reason: str = "",
+    ) -> Change:
+        """Make `NAME@N` prod (a recorded NO-GO evaluation only with `force`, which the version
+        records with the time and `reason`); with `canary`,
+        send that percentage of NAME's traffic to it first, judged by `criteria` (see
+        `serve.monitor.canary.CanaryCriteria`). Promoting a canary's version completes it."""
+        if canary is not None:
+            return await self.start_canary(ref, canary, force, criteria)
+        if criteria:
+            raise ServiceError(
+                "canary criteria need --canary PCT (a canary to judge)", "criteria_without_canary"
+            )
+        running = await asyncio.to_thread(self.registry.canary, ref.partition("@")[0])
         av = await asyncio.to_thread(self.registry.promote, ref, force, reason)
         self.on_change(av.name)
-        return Change([av], sync=await self.serving.sync(av.name))
+        notes = []
+        if running is not None:
+            verb = "completed" if running.version == av.version else "cancelled"
+            notes.append(f"canary {running.ref} {verb}")
+        return Change([av], notes, await self.serving.sync(av.name))
+
+    async def start_canary(
+        self, ref: str, percent: int, force: bool = False, criteria: dict[str, Any] | None = None
+    ) -> Change:
+        """Send `percent` % of NAME's traffic to `NAME@N`; prod keeps the rest."""
+        checked = asdict(CanaryCriteria.from_dict(criteria))
+        canary = await asyncio.to_thread(
+            self.registry.start_canary, ref, percent, force=force, criteria=checked
+        )
+        self.on_change(canary.name)
+        av = await asyncio.to_thread(self.registry.get, canary.ref)
+        notes = [
+            f"canary {canary.ref} takes {percent}% of {canary.name}'s traffic (prod stays "
+            f"{canary.prod_ref}); `loraplex adapters canary {canary.name}` compares them"
+        ]
+        return Change([av], notes, await self.serving.sync(canary.name))
 
     async def rollback(self, name: str) -> Change:
-        """Point prod back at the version that was prod before the current one."""
+        """Point prod back at the version that was prod before the current one; while a
+        canary runs, stop the canary instead (prod stays)."""
+        running = await asyncio.to_thread(self.registry.canary, name)
+        if running is not None:
+            await asyncio.to_thread(
+                self.registry.end_canary, name, "rolled_back", "stopped by hand", running.id
+            )
+            self.on_change(name)
+            prod = await asyncio.to_thread(self.registry.get, name)
+            notes = [f"canary {running.ref} stopped; prod stays v{prod.version}"]
+            return Change([prod], notes, await self.serving.sync(name))
         before = await asyncio.to_thread(self.registry.get, name)
         av = await asyncio.to_thread(self.registry.rollback, name)
         self.on_change(av.name)

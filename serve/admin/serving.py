@@ -1,9 +1,10 @@
 """Bringing vLLM in line with the registry: on the replicas themselves, or through a gateway.
 
-`ReplicaSync` runs inside the gateway: it loads each prod version into every replica and unloads
-versions that are no longer prod. `GatewayNotifier` runs in the CLI, which edits the registry
-directly: it asks a running gateway to do the same (`POST /v1/adapters/reload`), and when none
-answers nothing is lost, since a gateway loads what vLLM lacks on the first request.
+`ReplicaSync` runs inside the gateway: it loads each prod version (and each running canary's
+version) into every replica and unloads the other versions. `GatewayNotifier` runs in the CLI,
+which edits the registry directly: it asks a running gateway to do the same
+(`POST /v1/adapters/reload`), and when none answers nothing is lost, since a gateway loads what
+vLLM lacks on the first request.
 """
 
 from __future__ import annotations
@@ -20,16 +21,19 @@ from serve.admin.adapters import SyncReport
 
 
 class ReplicaSync:
-    """Load prod versions into every replica, unload the versions no longer prod."""
+    """Load prod and canary versions into every replica, unload the versions that are neither."""
 
     def __init__(self, registry: AdapterRegistry, hotswap: HotSwapper) -> None:
         self.registry = registry
         self.hotswap = hotswap
 
     async def sync(self, name: str | None) -> SyncReport:
-        """A request for `NAME@N` of a version unloaded here loads it again on demand."""
+        """Running canaries count as served (both versions stay loaded). A request for `NAME@N`
+        of a version unloaded here loads it again on demand."""
         versions = await asyncio.to_thread(self.registry.versions, None, name)
-        prod = [av for av in versions if av.is_prod]
+        trials = await asyncio.to_thread(self.registry.canaries, name, True)
+        canaries = {c.ref for c in trials}
+        prod = [av for av in versions if av.is_prod or av.ref in canaries]
         load: dict[str, Any] = {}
         for av in prod:
             results = await self.hotswap.ensure_loaded(av.served_name, str(av.path))

@@ -7,6 +7,7 @@ import asyncio
 from retrieval.service import RetrievalService
 from serve.admin.adapters import AdapterAdmin
 from serve.errors import ServiceError
+from serve.feedback.service import FeedbackService
 from serve.tenants import TenantService
 
 
@@ -14,17 +15,23 @@ class TenantAdmin:
     """Delete a tenant with everything it owns."""
 
     def __init__(
-        self, tenants: TenantService, retrieval: RetrievalService, adapters: AdapterAdmin
+        self,
+        tenants: TenantService,
+        retrieval: RetrievalService,
+        adapters: AdapterAdmin,
+        feedback: FeedbackService | None = None,
     ) -> None:
         self.tenants = tenants
         self.retrieval = retrieval
         self.adapters = adapters
+        self.feedback = feedback
 
     async def delete(self, name: str, delete_adapters: bool = False) -> dict[str, object]:
-        """Delete a tenant: its keys, its documents, its adapters (only with `delete_adapters`;
-        refused while it owns some otherwise), its place in other adapters' sharing lists, and
-        finally its row. Every step can be repeated, so a delete that failed half-way (Chroma
-        down) is finished by running it again; the row goes last, so it can be found again."""
+        """Delete a tenant: its keys, its documents, its request records, captures and feedback,
+        its adapters (only with `delete_adapters`; refused while it owns some otherwise), its
+        place in other adapters' sharing lists, and finally its row. Every step can be
+        repeated, so a delete that failed half-way (Chroma down) is finished by running it
+        again; the row goes last, so it can be found again."""
         tenant = await asyncio.to_thread(self.tenants.require, name)
         registry = self.adapters.registry
         owned = sorted(
@@ -43,8 +50,12 @@ class TenantAdmin:
             )
         await asyncio.to_thread(self.tenants.revoke_all_keys, name)  # nothing new comes in
         await asyncio.to_thread(self.retrieval.drop_tenant, tenant.id)
+        records: dict[str, int] = {}
+        if self.feedback is not None:
+            records = await asyncio.to_thread(self.feedback.delete_tenant, tenant.id)
         for adapter in owned:
             await self.adapters.remove(adapter)
         await asyncio.to_thread(registry.unshare, tenant.id)
+        # The tables' foreign keys also cascade: a record a request wrote meanwhile goes too.
         await asyncio.to_thread(self.tenants.delete, name)
-        return {"name": name, "deleted": True, "adapters_removed": owned}
+        return {"name": name, "deleted": True, "adapters_removed": owned, "records": records}

@@ -8,10 +8,11 @@ gateway's route turns that into HTTP.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from adapters.hotswap import HotSwapper, any_ok
 from adapters.registry import AdapterVersion
@@ -25,6 +26,8 @@ from serve.routing import Decision, Router
 from serve.routing.router import retrieval_scores
 from serve.tenants import Tenant
 
+PINNED = re.compile(r"@[0-9]+$")  # NAME@N names a version: no canary split for it
+
 
 @dataclass
 class ChatOutcome:
@@ -35,6 +38,17 @@ class ChatOutcome:
     stream: AsyncIterator[dict[str, Any]] | None = None
     citations: list[dict[str, Any]] = field(default_factory=list)
     adapter_loads: list[bool] = field(default_factory=list)  # outcome of each load it needed
+
+
+class Rollout(Protocol):
+    """What splits an adapter's traffic between prod and a canary (`serve.monitor.canary`)."""
+
+    def apply(self, decision: Decision, pinned: bool, user: str | None) -> Decision: ...
+
+
+def decision_of(exc: BaseException) -> Decision | None:
+    """The routing decision a failed completion had reached, if it got that far."""
+    return getattr(exc, "loraplex_decision", None)
 
 
 def loraplex_block(decision: Decision, citations: list[dict[str, Any]]) -> dict[str, Any]:
@@ -60,12 +74,15 @@ class ChatService:
         retrieval: RetrievalService,
         hotswap: HotSwapper,
         max_model_len: int,
+        rollout: Rollout | None = None,
     ) -> None:
+        """`rollout`: canary splits applied after routing (None: prod always serves)."""
         self.router = router
         self.engine = engine
         self.retrieval = retrieval
         self.hotswap = hotswap
         self.max_model_len = max_model_len
+        self.rollout = rollout
 
     def check_limits(self, req: ChatCompletionRequest) -> None:
         """Refuse what vLLM would refuse later, with a message that says what to change."""
@@ -83,9 +100,24 @@ class ChatService:
         self.check_limits(req)
         # Registry look-ups, embedding a query and searching Chroma block: off the event loop,
         # so open streams keep flowing.
-        decision = await asyncio.to_thread(
-            retrying, self.router.decide, req.route_request(), tenant
-        )
+        decision = await asyncio.to_thread(retrying, self._decide, req, tenant)
+        try:
+            return await self._answer(tenant, req, decision)
+        except Exception as exc:
+            exc.loraplex_decision = decision  # type: ignore[attr-defined]  # see decision_of
+            raise
+
+    def _decide(self, req: ChatCompletionRequest, tenant: Tenant) -> Decision:
+        decision = self.router.decide(req.route_request(), tenant)
+        if self.rollout is not None:
+            named = (req.model, req.loraplex.adapter or "")
+            pinned = any(PINNED.search(n) for n in named)
+            decision = self.rollout.apply(decision, pinned, req.user)
+        return decision
+
+    async def _answer(
+        self, tenant: Tenant, req: ChatCompletionRequest, decision: Decision
+    ) -> ChatOutcome:
         outcome = ChatOutcome(decision)
         messages = [m.model_dump(exclude_none=True) for m in req.messages]
         if decision.route in ("rag", "combined"):

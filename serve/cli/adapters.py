@@ -9,8 +9,9 @@ a gateway loads an adapter version vLLM does not hold on its first request.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -22,11 +23,14 @@ from serve.cli.common import (
     ConfigOpt,
     GatewayOpt,
     Typer,
+    config_help,
     err,
+    fail,
     load_settings,
     print_sync,
     services,
 )
+from serve.monitor.canary import CanaryCriteria
 
 app = Typer(
     help="""Register, version, promote, roll back and remove LoRA adapters.
@@ -107,7 +111,7 @@ def list_(
     tenant: Annotated[str | None, typer.Option(help="Only what this tenant may use.")] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """List adapter versions: prod marked, owner, rank, digest.
+    """List adapter versions: prod (or canary share) marked, owner, rank, digest.
 
     Example: loraplex adapters list --tenant acme
     """
@@ -117,7 +121,7 @@ def list_(
         table.add_row(
             av["name"],
             str(av["version"]),
-            "*" if av["prod"] else "",
+            "*" if av["prod"] else (f"canary {av['canary']}%" if av["canary"] else ""),
             av["owner"] or "(admin)",
             ",".join(av["shared_with"]),
             str(av["rank"]),
@@ -136,18 +140,115 @@ def promote(
     reason: Annotated[
         str, typer.Option(help="Why: recorded on the version when --force overrides a NO-GO.")
     ] = "",
+    canary: Annotated[
+        int | None,
+        typer.Option(
+            help="Send this percent (1-99) of NAME's traffic to the version first; prod keeps "
+            "the rest."
+        ),
+    ] = None,
+    min_requests: Annotated[
+        int | None,
+        typer.Option(help=config_help(CanaryCriteria, "min_requests", "With --canary.")),
+    ] = None,
+    criteria: Annotated[
+        str | None,
+        typer.Option(
+            help="With --canary: JSON of CanaryCriteria fields, e.g. "
+            '\'{"max_error_increase": 0.02, "max_latency_ratio": 2}\'.'
+        ),
+    ] = None,
     config: ConfigOpt = None,
     gateway: GatewayOpt = None,
     admin_key: AdminKeyOpt = None,
 ) -> None:
-    """Make NAME@VERSION the prod version: requests for NAME use it from now on.
+    """Make NAME@VERSION the prod version, or with --canary start it as a canary.
 
+    Without --canary, requests for NAME use it from now on (a running canary of it is
+    completed). With --canary PCT, that share of NAME's traffic goes to it, sticky per end
+    user (OpenAI's `user` field); `adapters canary NAME` compares it with prod, a running
+    gateway rolls it back automatically when it is worse (errors, latency, down-votes,
+    grounding) after --min-requests, and `adapters promote NAME@V` completes it.
     A version whose `loraplex eval` came out NO-GO is refused unless --force.
 
-    Example: loraplex adapters promote support@2
+    Examples:
+
+      loraplex adapters promote support@2
+
+      loraplex adapters promote support@3 --canary 10 --min-requests 50
+
+      loraplex adapters canary support
     """
+    wanted: dict[str, Any] = {}
+    if criteria:
+        try:
+            wanted = json.loads(criteria)
+        except json.JSONDecodeError as exc:
+            fail(f"--criteria is not valid JSON: {exc}")
+        if not isinstance(wanted, dict):
+            fail("--criteria must be a JSON object of CanaryCriteria fields")
+    if min_requests is not None:
+        wanted["min_requests"] = min_requests
+    if wanted and canary is None:
+        fail("--min-requests and --criteria judge a canary: add --canary PCT")
     admin = services(load_settings(config), gateway, admin_key).adapters
-    _report(asyncio.run(admin.promote(ref, force, reason)), prod_moved=True)
+    change = asyncio.run(admin.promote(ref, force, canary, wanted or None, reason))
+    _report(change, prod_moved=canary is None)
+
+
+@app.command("canary")
+def canary(
+    name: Annotated[str, typer.Argument(help="NAME")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Compare NAME's running canary (or its latest one) with prod.
+
+    Per arm since the canary started: requests, error rate, median latency, down-vote rate,
+    mean grounding; then the verdict (worse, and why, once it has served min_requests) and
+    the history of NAME's canaries. Stop a canary with `adapters rollback NAME`.
+
+    Example: loraplex adapters canary support
+    """
+    report = services(load_settings(config)).canaries.report(name)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    current = report["canary"]
+    if current is None:
+        typer.echo(f"{name} has had no canary (`adapters promote {name}@V --canary PCT`)")
+        return
+    typer.echo(
+        f"canary {current['canary']} vs prod {current['prod']}: {current['percent']}% of the "
+        f"traffic, {current['state']}" + (f" ({current['reason']})" if current["reason"] else "")
+    )
+    table = Table("arm", "version", "requests", "errors", "p50 latency", "down-votes", "grounded")
+    for arm in ("prod", "canary"):
+        a = current["arms"][arm]
+        table.add_row(
+            arm,
+            a["ref"],
+            str(a["requests"]),
+            _pct(a["error_rate"]),
+            "-" if a["latency_p50_ms"] is None else f"{a['latency_p50_ms']:.0f} ms",
+            f"{_pct(a['downvote_rate'])} of {a['feedback']}",
+            "-" if a["grounded_mean"] is None else f"{a['grounded_mean']:.2f}",
+        )
+    Console().print(table)
+    verdict = current["verdict"]
+    if not verdict["ready"]:
+        need = current["criteria"]["min_requests"]
+        typer.echo(f"verdict: waiting ({current['arms']['canary']['requests']}/{need} requests)")
+    elif verdict["worse"]:
+        typer.echo("verdict: worse than prod: " + "; ".join(verdict["reasons"]))
+    else:
+        typer.echo("verdict: not worse than prod")
+    for c in report["history"][:-1]:
+        err.print(f"[dim]earlier: {c['canary']} {c['percent']}% {c['state']}: {c['reason']}[/dim]")
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
 
 
 @app.command("rollback")
@@ -158,6 +259,9 @@ def rollback(
     admin_key: AdminKeyOpt = None,
 ) -> None:
     """Point prod back at the version that was prod before the current one.
+
+    While a canary runs, this stops the canary instead: all traffic goes to prod again, and
+    prod stays as it was.
 
     Example: loraplex adapters rollback support
     """

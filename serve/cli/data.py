@@ -1,7 +1,9 @@
-"""`loraplex data prepare`: curate raw instruction data into a dataset training can use."""
+"""`loraplex data prepare` and `data from-feedback`: curate instruction data into a dataset
+training can use, from files or from the corrections users sent."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -9,7 +11,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from serve.cli.common import Typer, config_help, config_values, err, fail
+from serve.cli.common import (
+    ConfigOpt,
+    Typer,
+    config_help,
+    config_values,
+    err,
+    fail,
+    load_settings,
+    services,
+)
 from training.curation import PrepareConfig
 
 app = Typer(help="Curate instruction datasets.")
@@ -134,3 +145,100 @@ def prepare(
         table.add_row("[dim]malformed lines[/dim]", str(manifest["rejected_lines"]))
     Console().print(table)
     err.print(f"report: {out / 'report.md'}  dataset digest: {manifest['dataset_digest'][:12]}")
+
+
+@app.command("from-feedback")
+def from_feedback(
+    tenant: Annotated[str, typer.Option(help="Tenant whose feedback to learn from.")],
+    out: Annotated[
+        Path,
+        typer.Option(help="Output directory: new, empty, or an earlier prepared dataset."),
+    ],
+    adapter: Annotated[
+        str | None, typer.Option(help="Only feedback on this adapter (NAME, or NAME@N).")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only feedback given from this date (2026-12-01).")
+    ] = None,
+    eval_set: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Eval JSONL to decontaminate against, or a prepared dataset directory (its "
+            "test and validation splits); repeatable."
+        ),
+    ] = None,
+    pii: Annotated[
+        str | None,
+        typer.Option(help=config_help(PrepareConfig, "pii", "redact, drop or keep personal data.")),
+    ] = None,
+    dedup_threshold: Annotated[
+        float | None,
+        typer.Option(help=config_help(PrepareConfig, "dedup_threshold", "MinHash Jaccard.")),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help=config_help(PrepareConfig, "seed", "Split seed."))
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Turn a tenant's feedback into the next dataset version.
+
+    Each correction becomes an instruction example (the prompt, then the correction as the
+    answer); a down-voted answer that was captured becomes a preference pair with its
+    correction. They go through the same curation as `data prepare` (PII, filters, dedupe,
+    decontamination, splits); manifest.json's `lineage` names the feedback ids, the adapter
+    versions they came from and the dates. A correction needs its prompt: captured (the
+    tenant's policy `capture` is redacted or full) or sent as `messages` with the feedback.
+
+    Examples:
+
+        loraplex data from-feedback --tenant acme --adapter support --out datasets/support-v2
+
+        loraplex data from-feedback --tenant acme --since 2026-12-01 --out ds \\
+            --eval-set datasets/support
+
+        loraplex train --data datasets/support-v2 --out runs/support-v2
+    """
+    from training.feedback import build_from_feedback
+
+    when = None
+    if since is not None:
+        try:
+            when = datetime.fromisoformat(since)
+        except ValueError:
+            fail(f"--since must be a date like 2026-12-01 (or an ISO time), got {since!r}")
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    svc = services(load_settings(config))
+    who = svc.tenants.require(tenant)
+    records = svc.feedback.dataset_records(who.id, adapter, when)
+    if not records:
+        scope = (f" on {adapter}" if adapter else "") + (f" since {since}" if since else "")
+        fail(f"no feedback from tenant {tenant!r}{scope}")
+    options = config_values(PrepareConfig, locals())
+    manifest = build_from_feedback(
+        records,
+        out,
+        PrepareConfig(**options),
+        eval_sets=eval_set,
+        lineage={
+            "tenant": who.name,
+            "tenant_id": who.id,
+            "adapter": adapter,
+            "since": since,
+            "capture": who.policy.capture,
+        },
+    )
+    lineage = manifest["lineage"]
+    table = Table("split", "examples")
+    for name, info in manifest["splits"].items():
+        table.add_row(name, str(info["count"]))
+    for reason, count in sorted(manifest["removed"].items()):
+        table.add_row(f"[dim]removed: {reason}[/dim]", str(count))
+    for reason, ids in lineage["skipped"].items():
+        table.add_row(f"[dim]feedback skipped: {reason}[/dim]", str(len(ids)))
+    Console().print(table)
+    versions = ", ".join(f"{v} ({n})" for v, n in lineage["adapter_versions"].items())
+    err.print(
+        f"{len(lineage['feedback_ids'])} feedback used, from {versions}; report: "
+        f"{out / 'report.md'}  dataset digest: {manifest['dataset_digest'][:12]}"
+    )
+    err.print(f"next: loraplex train --data {out} --out runs/NAME")

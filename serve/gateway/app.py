@@ -12,12 +12,15 @@ from serve import bootstrap
 from serve.admin.serving import ReplicaSync
 from serve.chat.service import ChatService
 from serve.engine.client import EngineClient
+from serve.feedback.recorder import Recorder
 from serve.gateway.errors import install_error_handlers
 from serve.gateway.limits import BodyLimitMiddleware
 from serve.gateway.metrics import Metrics
 from serve.gateway.requestlog import RequestLog
-from serve.gateway.routes import adapters, chat, documents, ops, tenants
+from serve.gateway.routes import adapters, chat, documents, feedback, monitor, ops, tenants
 from serve.gateway.state import AppState
+from serve.monitor.loop import ProductionLoop
+from serve.monitor.stats import Accumulator
 from serve.services import Services
 from serve.settings import Settings
 
@@ -33,19 +36,39 @@ def build_state(settings: Settings, urls: list[str]) -> AppState:
     services.serving = ReplicaSync(services.registry, hotswap)
     services.embedder.threads = settings.embedding_threads
     chat_service = ChatService(
-        services.router, engine, services.retrieval, hotswap, settings.vllm_max_model_len
+        services.router,
+        engine,
+        services.retrieval,
+        hotswap,
+        settings.vllm_max_model_len,
+        rollout=services.rollout,
     )
+    recorder = Recorder(
+        services.db,
+        accumulator=Accumulator(settings.monitor_bucket_s),
+        embedder=services.embedder,
+        exemplar_vectors=services.router.exemplar_vectors,
+        embed_missing=settings.monitor_embed_missing,
+    )
+    # Feedback sent right after its answer finds the record even before the next flush.
+    services.feedback.before_lookup = recorder.write
+    services.monitor.exemplar_vectors = services.router.exemplar_vectors
+    metrics = Metrics()
     return AppState(
         settings=settings,
         services=services,
         engine=engine,
         hotswap=hotswap,
         chat=chat_service,
-        metrics=Metrics(),
+        metrics=metrics,
         request_log=RequestLog(
             settings.logs_dir / "requests.log", settings.log_max_bytes, settings.log_backups
         ),
         admin_key=bootstrap.AdminKey(settings),
+        recorder=recorder,
+        loop=ProductionLoop(
+            services, recorder, services.rollout, metrics, settings.monitor_interval_s
+        ),
     )
 
 
@@ -63,9 +86,13 @@ def create_app(settings: Settings, vllm_urls: list[str] | None = None) -> FastAP
         operator = (
             state.metrics.serve(settings.metrics_address) if settings.metrics_address else None
         )
+        if state.loop is not None:
+            state.loop.start()
         try:
             yield
         finally:
+            if state.loop is not None:
+                await state.loop.stop()  # writes what is still queued
             if operator is not None:
                 operator.shutdown()
             state.request_log.close()
@@ -85,6 +112,6 @@ def create_app(settings: Settings, vllm_urls: list[str] | None = None) -> FastAP
         max_upload=settings.max_upload_bytes,
     )
     install_error_handlers(app)
-    for module in (ops, chat, tenants, adapters, documents):
+    for module in (ops, chat, tenants, adapters, documents, feedback, monitor):
         app.include_router(module.router)
     return app

@@ -19,7 +19,10 @@ from serve.admin.tenants import TenantAdmin
 from serve.chat.service import ChatService
 from serve.database import retrying
 from serve.errors import ServiceError
+from serve.feedback.service import FeedbackService
 from serve.gateway.state import AppState
+from serve.monitor.canary import CanaryService
+from serve.monitor.service import Monitor
 from serve.settings import Settings
 from serve.tenants import Tenant, TenantService
 
@@ -59,6 +62,18 @@ def get_adapter_admin(state: StateDep) -> AdapterAdmin:
 
 def get_retrieval(state: StateDep) -> RetrievalService:
     return state.services.retrieval
+
+
+def get_feedback(state: StateDep) -> FeedbackService:
+    return state.services.feedback
+
+
+def get_monitor(state: StateDep) -> Monitor:
+    return state.services.monitor
+
+
+def get_canaries(state: StateDep) -> CanaryService:
+    return state.services.canaries
 
 
 def bearer_token(request: Request) -> str:
@@ -103,6 +118,20 @@ async def require_admin(request: Request, state: StateDep) -> None:
     request.state.tenant = "_admin"
 
 
+def is_admin_key(token: str, state: AppState) -> bool:
+    """Whether `token` is the admin key (constant time)."""
+    # Bytes, not str: compare_digest rejects non-ASCII str, and a header may carry any latin-1.
+    return hmac.compare_digest(token.encode(), state.admin_key.current().encode())
+
+
+async def get_caller(request: Request, state: StateDep, tenants: TenantsDep) -> Tenant | None:
+    """The tenant whose key the request carries, or None for the admin key."""
+    if is_admin_key(bearer_token(request), state):
+        request.state.tenant = "_admin"
+        return None
+    return await get_tenant(request, tenants)
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ChatDep = Annotated[ChatService, Depends(get_chat)]
 TenantAdminDep = Annotated[TenantAdmin, Depends(get_tenant_admin)]
@@ -111,3 +140,7 @@ AdaptersDep = Annotated[AdapterAdmin, Depends(get_adapter_admin)]
 RetrievalDep = Annotated[RetrievalService, Depends(get_retrieval)]
 TenantDep = Annotated[Tenant, Depends(get_tenant)]
 AdminDep = Annotated[None, Depends(require_admin)]
+CallerDep = Annotated[Tenant | None, Depends(get_caller)]
+FeedbackDep = Annotated[FeedbackService, Depends(get_feedback)]
+MonitorDep = Annotated[Monitor, Depends(get_monitor)]
+CanariesDep = Annotated[CanaryService, Depends(get_canaries)]

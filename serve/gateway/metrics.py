@@ -78,6 +78,123 @@ class Metrics:
             registry=self.registry,
         )
 
+        self._loop_metrics()
+
+    def _loop_metrics(self) -> None:
+        """Feedback, drift and canaries: the production loop after promotion."""
+        r = self.registry
+        self.feedback = Counter(
+            "loraplex_feedback",
+            "Feedback received, by vote (up, down).",
+            ["tenant", "vote"],
+            registry=r,
+        )
+        self.drift_input = Gauge(
+            "loraplex_drift_input",
+            "Input drift over the monitor window: 1 - cosine of the recent prompts' mean "
+            "embedding vs the reference (the adapter's exemplars, else the window before).",
+            ["tenant", "adapter"],
+            registry=r,
+        )
+        self.drift_similarity = Gauge(
+            "loraplex_drift_exemplar_similarity",
+            "Mean similarity of recent prompts to the serving adapter's closest exemplar.",
+            ["tenant", "adapter"],
+            registry=r,
+        )
+        self.knowledge_gap_rate = Gauge(
+            "loraplex_knowledge_gap_rate",
+            "Share of rag/combined requests whose retrieval was weak.",
+            ["tenant"],
+            registry=r,
+        )
+        self.route_mix_shift = Gauge(
+            "loraplex_route_mix_shift",
+            "Total variation distance of the route mix vs the window before.",
+            ["tenant"],
+            registry=r,
+        )
+        self.downvote_rate = Gauge(
+            "loraplex_downvote_rate",
+            "Share of feedback voting down (adapter '*': all the tenant's traffic).",
+            ["tenant", "adapter"],
+            registry=r,
+        )
+        self.grounded_mean = Gauge(
+            "loraplex_grounded_mean",
+            "Mean grounding score of answers that carry one (adapter '*': all).",
+            ["tenant", "adapter"],
+            registry=r,
+        )
+        self.monitor_warnings = Gauge(
+            "loraplex_monitor_warnings",
+            "Thresholds of the tenant's policy crossed now.",
+            ["tenant"],
+            registry=r,
+        )
+        self.canary_percent = Gauge(
+            "loraplex_canary_percent",
+            "Share of an adapter's traffic its running canary takes (0: none).",
+            ["adapter"],
+            registry=r,
+        )
+        self.canary_requests = Gauge(
+            "loraplex_canary_requests",
+            "Requests per arm since the running canary started.",
+            ["adapter", "arm"],
+            registry=r,
+        )
+        self.canary_error_rate = Gauge(
+            "loraplex_canary_error_rate",
+            "Error rate per arm since the running canary started.",
+            ["adapter", "arm"],
+            registry=r,
+        )
+        self.canary_rollbacks = Counter(
+            "loraplex_canary_rollbacks",
+            "Canaries rolled back automatically.",
+            ["adapter"],
+            registry=r,
+        )
+        self.records_pending = Gauge(
+            "loraplex_records_pending", "Request records waiting to be written.", registry=r
+        )
+        self.records_dropped = Gauge(
+            "loraplex_records_dropped",
+            "Request records dropped because the queue was full (since start).",
+            registry=r,
+        )
+
+    def observe_drift(self, tenant: str, report: dict[str, Any]) -> None:
+        """One tenant's monitor report as gauges (figures without data are left unset)."""
+
+        def put(gauge: Any, value: Any, *labels: str) -> None:
+            if value is not None:
+                gauge.labels(*labels).set(value)
+
+        for a in report["adapters"]:
+            key = "" if a["adapter"] == "(base model)" else a["adapter"]
+            put(self.drift_input, a["input_drift"], tenant, key)
+            put(self.drift_similarity, a["exemplar_similarity"], tenant, key)
+            put(self.downvote_rate, a["downvote_rate"], tenant, key)
+            put(self.grounded_mean, a["grounded_mean"], tenant, key)
+        put(self.knowledge_gap_rate, report["knowledge_gaps"]["rate"], tenant)
+        put(self.route_mix_shift, report["route_mix_shift"], tenant)
+        put(self.downvote_rate, report["feedback"]["downvote_rate"], tenant, "*")
+        put(self.grounded_mean, report["grounded_mean"], tenant, "*")
+        self.monitor_warnings.labels(tenant).set(len(report["warnings"]))
+
+    def observe_canaries(self, running: list[dict[str, Any]], ended: list[str]) -> None:
+        """Running canaries' shares and arms; adapters in `ended` drop to 0 %."""
+        for name in ended:
+            self.canary_percent.labels(name).set(0)
+        for c in running:
+            self.canary_percent.labels(c["name"]).set(c["percent"])
+            for arm, stats in c["arms"].items():
+                self.canary_requests.labels(c["name"], arm).set(stats["requests"])
+                if stats["error_rate"] is not None:
+                    self.canary_error_rate.labels(c["name"], arm).set(stats["error_rate"])
+
     def observe_chat(
         self,
         *,

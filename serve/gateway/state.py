@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from adapters.hotswap import HotSwapper
 from serve.bootstrap import AdminKey
@@ -12,6 +13,10 @@ from serve.gateway.metrics import Metrics
 from serve.gateway.requestlog import RequestLog
 from serve.services import Services
 from serve.settings import Settings
+
+if TYPE_CHECKING:
+    from serve.feedback.recorder import Recorder
+    from serve.monitor.loop import ProductionLoop
 
 
 @dataclass
@@ -26,3 +31,5 @@ class AppState:
     metrics: Metrics
     request_log: RequestLog
     admin_key: AdminKey
+    recorder: Recorder | None = None  # request records for feedback, capture and drift
+    loop: ProductionLoop | None = None  # writes them, updates drift gauges, judges canaries

@@ -67,6 +67,12 @@ class CachedEmbedder:
         with self._lock:
             self._cache.clear()
 
+    def cached(self, text: str) -> list[float] | None:
+        """The vector of `text` if it is cached (the model is never run; hit counts unchanged):
+        for reusing the router's embedding of a query after the request."""
+        with self._lock:
+            return self._cache.get(text)
+
     def embed(self, texts: list[str]) -> list[list[float]]:
         """Vectors in the order of `texts`; only texts not seen recently reach the model."""
         self._set_threads()

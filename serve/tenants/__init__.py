@@ -1,6 +1,13 @@
 """Tenants: who calls, with which keys, under which policy."""
 
-from serve.tenants.policy import ALL_ROUTES, Route, TenantPolicy, parse_policy
+from serve.tenants.policy import (
+    ALL_ROUTES,
+    Capture,
+    DriftThresholds,
+    Route,
+    TenantPolicy,
+    parse_policy,
+)
 from serve.tenants.service import (
     KeyInfo,
     Tenant,
@@ -12,6 +19,8 @@ from serve.tenants.service import (
 
 __all__ = [
     "ALL_ROUTES",
+    "Capture",
+    "DriftThresholds",
     "KeyInfo",
     "Route",
     "Tenant",

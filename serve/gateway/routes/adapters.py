@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from adapters.errors import UploadTooLarge
 from serve.admin.adapters import AdapterAdmin, Change, read_exemplars
-from serve.gateway.deps import AdaptersDep, AdminDep, SettingsDep
+from serve.gateway.deps import AdaptersDep, AdminDep, CanariesDep, SettingsDep, StateDep
 
 router = APIRouter(prefix="/v1/adapters", tags=["admin"])
 
@@ -103,12 +103,20 @@ def get_adapter(name: str, admin: AdaptersDep, _: AdminDep) -> dict[str, Any]:
 
 
 class PromoteBody(BaseModel):
-    """Which version becomes prod."""
+    """Which version becomes prod, or takes a share of the traffic as a canary first."""
 
     version: int = Field(ge=1, description="Version number, as listed by GET /v1/adapters/{name}.")
     force: bool = Field(False, description="Promote even when its recorded evaluation is NO-GO.")
     reason: str = Field(
         "", max_length=500, description="Why (recorded on the version when forcing a NO-GO one)."
+    )
+    canary: int | None = Field(
+        None, description="Percent (1-99) of NAME's traffic for this version; prod keeps the rest."
+    )
+    criteria: dict[str, float] | None = Field(
+        None,
+        description="When the canary counts as worse (min_requests, max_error_increase, "
+        "max_latency_ratio, max_downvote_increase, min_feedback, max_grounding_drop).",
     )
 
 
@@ -132,14 +140,27 @@ async def reload_adapters(
 async def promote_adapter(
     name: str, body: PromoteBody, admin: AdaptersDep, _: AdminDep
 ) -> dict[str, Any]:
-    """Make a version prod; traffic for NAME moves to it at once."""
-    change = await admin.promote(f"{name}@{body.version}", body.force, body.reason)
+    """Make a version prod (traffic for NAME moves to it at once; a running canary of it is
+    completed), or with `canary` send that share of NAME's traffic to it while prod keeps the
+    rest: compared in GET /v1/adapters/{name}/canary, rolled back automatically when worse."""
+    ref = f"{name}@{body.version}"
+    change = await admin.promote(ref, body.force, body.canary, body.criteria, body.reason)
     return _answer(admin, change)
+
+
+@router.get("/{name}/canary")
+def get_canary(name: str, canaries: CanariesDep, state: StateDep, _: AdminDep) -> dict[str, Any]:
+    """The running canary (or the latest ended one) compared with prod: requests, error rate,
+    median latency, down-votes and grounding per arm, the verdict, and the history."""
+    if state.recorder is not None:
+        state.recorder.write()  # this gateway's latest requests count too
+    return canaries.report(name)
 
 
 @router.post("/{name}/rollback")
 async def rollback_adapter(name: str, admin: AdaptersDep, _: AdminDep) -> dict[str, Any]:
-    """Point prod back at the previous prod version and unload the one rolled back from."""
+    """Point prod back at the previous prod version and unload the one rolled back from; while
+    a canary runs, stop the canary instead (prod stays)."""
     return _answer(admin, await admin.rollback(name))
 
 

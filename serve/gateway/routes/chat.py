@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 
 from serve.chat.protocol import ChatCompletionRequest
-from serve.chat.service import ChatOutcome, loraplex_block
+from serve.chat.service import ChatOutcome, decision_of, loraplex_block
 from serve.errors import ServiceError, engine_unavailable, kind_of, model_not_found
 from serve.gateway.deps import ChatDep, RegistryDep, SettingsDep, StateDep, TenantDep
 from serve.gateway.errors import error_body, status_of, validation_error
@@ -55,6 +55,9 @@ class ChatRecorder:
         self.tenant = tenant
         self.req = req
         self.started = time.perf_counter()
+        # The facts feedback, capture, drift and canaries need (serve.feedback.recorder).
+        self.trace = state.recorder.trace(tenant, req) if state.recorder is not None else None
+        self.citations: list[dict[str, Any]] = []
 
     def __call__(
         self,
@@ -66,6 +69,8 @@ class ChatRecorder:
         error: str | None = None,
     ) -> None:
         seconds = time.perf_counter() - self.started
+        if self.trace is not None:
+            self.trace.finish(status, decision, seconds, self.citations)
         route = decision.route if decision is not None else "unrouted"
         name = self.tenant.name
         self.state.metrics.observe_chat(
@@ -105,8 +110,10 @@ async def chat_completions(
             # A name the tenant may not use is the caller's free text: one label for all of
             # them keeps the metric's label set bounded.
             model = "_unknown" if getattr(exc, "code", None) == "model_not_found" else req.model
-            record(status_of(exc), model, None, None, error=getattr(exc, "code", None))
+            decision = decision_of(exc)
+            record(status_of(exc), model, decision, None, error=getattr(exc, "code", None))
         raise
+    record.citations = outcome.citations
     for ok in outcome.adapter_loads:
         state.metrics.adapter_loads.labels("ok" if ok else "failed").inc()
     decision = outcome.decision
@@ -116,9 +123,12 @@ async def chat_completions(
         def done(status: int, usage: dict[str, int] | None, first_at: float | None) -> None:
             record(status, req.model, decision, usage, first_at)
 
+        on_chunk = record.trace.chunk if record.trace is not None else None
         return EventSourceResponse(
-            stream_events(outcome, req, done), headers=headers, ping=15, sep="\n"
+            stream_events(outcome, req, done, on_chunk), headers=headers, ping=15, sep="\n"
         )
+    if record.trace is not None and outcome.body is not None:
+        record.trace.body(outcome.body)
     record(200, req.model, decision, (outcome.body or {}).get("usage"))
     return JSONResponse(outcome.body, headers=headers)
 
@@ -127,12 +137,14 @@ async def stream_events(
     outcome: ChatOutcome,
     req: ChatCompletionRequest,
     on_done: Callable[[int, dict[str, int] | None, float | None], None],
+    on_chunk: Callable[[dict[str, Any]], None] | None = None,
 ) -> AsyncIterator[str]:
     """SSE data lines for a stream: chunks with the caller's model name, then `[DONE]`.
 
     The `loraplex` block rides on the first chunk; usage is forwarded only when asked for,
     but always counted. `on_done(status, usage, first_at)` gets the perf_counter time of the
-    first chunk sent (None if none was), for the time-to-first-token metric.
+    first chunk sent (None if none was), for the time-to-first-token metric; `on_chunk` sees
+    every chunk sent (the request's record: its id, and its text where it is captured).
     """
     assert outcome.stream is not None
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -149,6 +161,8 @@ async def stream_events(
             if first_at is None:
                 chunk["loraplex"] = loraplex_block(outcome.decision, outcome.citations)
                 first_at = time.perf_counter()
+            if on_chunk is not None:
+                on_chunk(chunk)
             yield json.dumps(chunk, separators=(",", ":"))
     except Exception as exc:  # noqa: BLE001 - a stream cannot change its status; say so inline
         status = 503
