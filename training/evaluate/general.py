@@ -9,6 +9,7 @@ every category.
 from __future__ import annotations
 
 import json
+from math import comb
 from pathlib import Path
 from typing import Any
 
@@ -104,9 +105,23 @@ def score_general(
 def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     base = mean([float(r["base_correct"]) for r in rows])
     adapter = mean([float(r["adapter_correct"]) for r in rows])
+    lost = sum(1 for r in rows if r["base_correct"] and not r["adapter_correct"])
+    gained = sum(1 for r in rows if r["adapter_correct"] and not r["base_correct"])
     return {
         "items": len(rows),
         "base": round(base, 4),
         "adapter": round(adapter, 4),
         "drop": round(base - adapter, 4),
+        "lost": lost,
+        "gained": gained,
+        "p_value": round(sign_test(lost, gained), 4),
     }
+
+
+def sign_test(lost: int, gained: int) -> float:
+    """One-sided exact sign (McNemar) test on the items only one model got right: the chance
+    of losing at least `lost` of them if the adapter were no worse than base. 1.0: no evidence."""
+    n = lost + gained
+    if n == 0:
+        return 1.0
+    return sum(comb(n, k) for k in range(lost, n + 1)) / 2**n

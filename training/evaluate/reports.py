@@ -92,7 +92,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         ]
     lines += ["", "## Gates", "", "| check | value | pass |", "|---|---|---|"]
     lines += [
-        f"| {c['name']} | {c['value']:.4f} | {'yes' if c['passed'] else '**no**'} |"
+        f"| {c['name']} | {c['value']:.4f} | {'yes' if c['passed'] else '**no**'}"
+        + (f" ({c['note']})" if c.get("note") else "")
+        + " |"
         for c in report["check_list"]
     ]
     if report.get("worst"):

@@ -10,6 +10,9 @@ from training.evaluate.gates import Gates
 from training.evaluate.metrics import HIGHER_IS_BETTER, Task
 
 EPS = 1e-9  # 0.6 - 0.5 is 0.0999...: a gain equal to the gate passes
+# A drop on the general set fails its gate only when it is also more than noise: the exact
+# sign test on the items one model got right and the other wrong says so below this level.
+SIGNIFICANCE = 0.05
 
 
 @dataclass
@@ -21,6 +24,7 @@ class Check:
     value: float
     threshold: float
     passed: bool
+    note: str | None = None  # why a check passed or failed beyond value vs threshold
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready."""
@@ -127,16 +131,31 @@ def preference_checks(gates: Gates, base: float, adapter: float) -> list[Check]:
     return checks
 
 
+def _drop_check(name: str, metric: str, summary: dict[str, Any], threshold: float) -> Check:
+    """At most `threshold` accuracy lost, unless the loss is within noise: with 8 items one
+    answer is 0.125, so a drop fails only when the sign test also finds it significant."""
+    check = _at_most(name, metric, summary["drop"], threshold)
+    p = summary.get("p_value")
+    if not check.passed and p is not None and p >= SIGNIFICANCE:
+        check.passed = True
+        check.note = (
+            f"within noise: {summary['lost']} lost vs {summary['gained']} gained of "
+            f"{summary['items']} items (p={p:.2f}); give more general items to gate it"
+        )
+    return check
+
+
 def forgetting_checks(gates: Gates, general: dict[str, Any]) -> list[Check]:
     """General-set gates: the overall drop, and each category's (those with enough items to
-    mean something; each category's summary gets `gated` saying whether it was)."""
+    mean something; each category's summary gets `gated` saying whether it was). A drop
+    fails only when it is both over the gate and more than noise (see `_drop_check`)."""
     checks = []
     if gates.max_general_drop is not None:
         checks.append(
-            _at_most(
+            _drop_check(
                 f"general accuracy drop <= {gates.max_general_drop:g}",
                 "general",
-                general["overall"]["drop"],
+                general["overall"],
                 gates.max_general_drop,
             )
         )
@@ -146,10 +165,10 @@ def forgetting_checks(gates: Gates, general: dict[str, Any]) -> list[Check]:
             if not summary["gated"]:
                 continue
             checks.append(
-                _at_most(
+                _drop_check(
                     f"general/{cat} drop <= {gates.max_category_drop:g}",
                     f"general/{cat}",
-                    summary["drop"],
+                    summary,
                     gates.max_category_drop,
                 )
             )

@@ -166,6 +166,14 @@ def test_general_scores_per_category_and_overall() -> None:
         for i, c in enumerate(["a", "a", "b", "b"])
     ]
     summary, rows = score_general(items, ["yes", "yes", "yes", "no"], ["yes", "no", "yes", "yes"])
-    assert summary["overall"] == {"items": 4, "base": 0.75, "adapter": 0.75, "drop": 0.0}
+    assert summary["overall"] == {
+        "items": 4,
+        "base": 0.75,
+        "adapter": 0.75,
+        "drop": 0.0,
+        "lost": 1,
+        "gained": 1,
+        "p_value": 0.75,
+    }
     assert summary["categories"]["a"]["drop"] == 0.5 and summary["categories"]["b"]["drop"] == -0.5
     assert rows[1]["adapter_correct"] is False and rows[1]["expected"] == "yes"
