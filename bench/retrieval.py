@@ -29,9 +29,28 @@ from common import pct, print_table, write_result  # noqa: E402
 from retrieval.search import search_collection  # noqa: E402
 from retrieval.service import RetrievalService  # noqa: E402
 
-BRANDS = ["Acme", "Borealis", "Cobalt", "Dunmore", "Elstree", "Fjord", "Garnet", "Halcyon",
-          "Ironwood", "Juniper", "Kestrel", "Larkspur", "Meridian", "Northwind", "Oakhurst",
-          "Pinnacle", "Quill", "Redwood", "Sterling", "Tamarind"]  # fmt: skip
+BRANDS = [
+    "Acme",
+    "Borealis",
+    "Cobalt",
+    "Dunmore",
+    "Elstree",
+    "Fjord",
+    "Garnet",
+    "Halcyon",
+    "Ironwood",
+    "Juniper",
+    "Kestrel",
+    "Larkspur",
+    "Meridian",
+    "Northwind",
+    "Oakhurst",
+    "Pinnacle",
+    "Quill",
+    "Redwood",
+    "Sterling",
+    "Tamarind",
+]
 COLOURS = ["red", "blue", "green", "black", "white", "yellow", "grey", "orange", "purple", "teal"]
 MATERIALS = [
     "steel",
@@ -45,21 +64,76 @@ MATERIALS = [
     "wool",
     "stone",
 ]
-KINDS = ["kettle", "toaster", "lamp", "chair", "desk", "mug", "teapot", "blanket", "clock",
-         "shelf", "vase", "rug", "fan", "stool", "bowl", "jug", "mirror", "basket", "bench", "tray"]  # fmt: skip
-SYNONYMS = {"kettle": "water boiler", "toaster": "bread toaster", "lamp": "light", "chair": "seat",
-            "desk": "work table", "mug": "cup", "teapot": "tea pot", "blanket": "throw",
-            "clock": "timepiece", "shelf": "bookshelf", "vase": "flower vase", "rug": "carpet",
-            "fan": "cooling fan", "stool": "bar stool", "bowl": "dish", "jug": "pitcher",
-            "mirror": "looking glass", "basket": "hamper", "bench": "garden bench", "tray": "serving tray"}  # fmt: skip
+KINDS = [
+    "kettle",
+    "toaster",
+    "lamp",
+    "chair",
+    "desk",
+    "mug",
+    "teapot",
+    "blanket",
+    "clock",
+    "shelf",
+    "vase",
+    "rug",
+    "fan",
+    "stool",
+    "bowl",
+    "jug",
+    "mirror",
+    "basket",
+    "bench",
+    "tray",
+]
+SYNONYMS = {
+    "kettle": "water boiler",
+    "toaster": "bread toaster",
+    "lamp": "light",
+    "chair": "seat",
+    "desk": "work table",
+    "mug": "cup",
+    "teapot": "tea pot",
+    "blanket": "throw",
+    "clock": "timepiece",
+    "shelf": "bookshelf",
+    "vase": "flower vase",
+    "rug": "carpet",
+    "fan": "cooling fan",
+    "stool": "bar stool",
+    "bowl": "dish",
+    "jug": "pitcher",
+    "mirror": "looking glass",
+    "basket": "hamper",
+    "bench": "garden bench",
+    "tray": "serving tray",
+}
 
 
-COLOUR_WORDS = {"red": "crimson", "blue": "navy", "green": "emerald", "black": "jet",
-                "white": "snow", "yellow": "golden", "grey": "slate", "orange": "tangerine",
-                "purple": "violet", "teal": "turquoise"}  # fmt: skip
-MATERIAL_WORDS = {"steel": "metal", "ceramic": "porcelain", "glass": "crystal", "oak": "hardwood",
-                  "bamboo": "cane", "copper": "bronze-coloured metal", "plastic": "polymer",
-                  "linen": "flax fabric", "wool": "fleece", "stone": "granite"}  # fmt: skip
+COLOUR_WORDS = {
+    "red": "crimson",
+    "blue": "navy",
+    "green": "emerald",
+    "black": "jet",
+    "white": "snow",
+    "yellow": "golden",
+    "grey": "slate",
+    "orange": "tangerine",
+    "purple": "violet",
+    "teal": "turquoise",
+}
+MATERIAL_WORDS = {
+    "steel": "metal",
+    "ceramic": "porcelain",
+    "glass": "crystal",
+    "oak": "hardwood",
+    "bamboo": "cane",
+    "copper": "bronze-coloured metal",
+    "plastic": "polymer",
+    "linen": "flax fabric",
+    "wool": "fleece",
+    "stone": "granite",
+}
 
 
 def corpus(n: int, seed: int = 7) -> list[dict]:
@@ -70,12 +144,19 @@ def corpus(n: int, seed: int = 7) -> list[dict]:
     for i, (brand, colour, material, kind) in enumerate(combos[:n]):
         code = f"SKU-{100000 + i}"
         price, days = rng.randint(5, 500), rng.randint(1, 14)
-        items.append({
-            "id": code, "source": f"catalog/{code}.md", "code": code, "brand": brand, "colour": colour,
-            "material": material, "kind": kind,
-            "text": f"{code}: the {brand} {colour} {material} {kind} costs {price} euros and ships "
-                    f"in {days} days. Stock is checked daily.",
-        })  # fmt: skip
+        items.append(
+            {
+                "id": code,
+                "source": f"catalog/{code}.md",
+                "code": code,
+                "brand": brand,
+                "colour": colour,
+                "material": material,
+                "kind": kind,
+                "text": f"{code}: the {brand} {colour} {material} {kind} costs {price} euros and ships "
+                f"in {days} days. Stock is checked daily.",
+            }
+        )
     return items
 
 
@@ -87,9 +168,15 @@ def queries(items: list[dict], n: int, seed: int = 11) -> list[tuple[str, str, s
         if i % 2 == 0:
             out.append(("exact code", f"What is the price of {it['code']}?", it["id"]))
         else:
-            out.append(("paraphrase", f"How much is {it['brand']}'s "
-                        f"{MATERIAL_WORDS[it['material']]} {SYNONYMS[it['kind']]} in "
-                        f"{COLOUR_WORDS[it['colour']]}?", it["id"]))  # fmt: skip
+            out.append(
+                (
+                    "paraphrase",
+                    f"How much is {it['brand']}'s "
+                    f"{MATERIAL_WORDS[it['material']]} {SYNONYMS[it['kind']]} in "
+                    f"{COLOUR_WORDS[it['colour']]}?",
+                    it["id"],
+                )
+            )
     return out
 
 
@@ -110,8 +197,16 @@ def main() -> None:
 
         def run(query: str, mode: str) -> list:
             if mode == "hybrid-rrf2":
-                return search_collection(col, lambda: svc._lexical_for("bench", col), svc.embedder,
-                                         query, 10, None, "hybrid", identifier_leg=False).hits  # fmt: skip
+                return search_collection(
+                    col,
+                    svc._lexical_for("bench", col),
+                    svc.embedder,
+                    query,
+                    10,
+                    None,
+                    "hybrid",
+                    identifier_leg=False,
+                ).hits
             return svc.search("bench", query, top_k=10, mode=mode).hits
 
         modes = ("dense", "bm25", "hybrid-rrf2", "hybrid")
@@ -130,14 +225,25 @@ def main() -> None:
                 rec5[kind].append(hit5)
                 rr.append(1.0 / (ids.index(want) + 1) if want in ids else 0.0)
             results[mode] = {
-                "p50_ms": round(pct(lat, 50), 2), "p95_ms": round(pct(lat, 95), 2),
+                "p50_ms": round(pct(lat, 50), 2),
+                "p95_ms": round(pct(lat, 95), 2),
                 "recall@5": round(sum(rec5["all"]) / len(rec5["all"]), 3),
                 "recall@5_exact_code": round(sum(rec5["exact code"]) / len(rec5["exact code"]), 3),
                 "recall@5_paraphrase": round(sum(rec5["paraphrase"]) / len(rec5["paraphrase"]), 3),
                 "mrr@10": round(sum(rr) / len(rr), 3),
-            }  # fmt: skip
-    rows = [[m, r["p50_ms"], r["p95_ms"], r["recall@5"], r["recall@5_exact_code"],
-             r["recall@5_paraphrase"], r["mrr@10"]] for m, r in results.items()]  # fmt: skip
+            }
+    rows = [
+        [
+            m,
+            r["p50_ms"],
+            r["p95_ms"],
+            r["recall@5"],
+            r["recall@5_exact_code"],
+            r["recall@5_paraphrase"],
+            r["mrr@10"],
+        ]
+        for m, r in results.items()
+    ]
     rate = round(len(items) / ingest_s, 1)
     print_table(
         f"retrieval over {len(items)} chunks, {len(labelled)} labelled queries "
@@ -145,8 +251,15 @@ def main() -> None:
         ["mode", "p50 ms", "p95 ms", "recall@5", "r@5 codes", "r@5 paraphrase", "MRR@10"],
         rows,
     )
-    path = write_result("retrieval", {"n_chunks": len(items), "n_queries": len(labelled),
-                                      "ingest_chunks_per_s": rate, "results": results})  # fmt: skip
+    path = write_result(
+        "retrieval",
+        {
+            "n_chunks": len(items),
+            "n_queries": len(labelled),
+            "ingest_chunks_per_s": rate,
+            "results": results,
+        },
+    )
     print(f"wrote {path}")
 
 

@@ -57,8 +57,9 @@ def test_deleting_a_tenant_deletes_its_documents(gateway, stored) -> None:
     assert found.status_code == 200 and found.json()["hits"] == []
 
 
-def test_a_tenant_delete_whose_clean_up_failed_can_be_repeated(gateway, service, stored,
-                                                               monkeypatch) -> None:  # fmt: skip
+def test_a_tenant_delete_whose_clean_up_failed_can_be_repeated(
+    gateway, service, stored, monkeypatch
+) -> None:
     client = gateway
     auth = new_tenant(client)
     records = {"records": [{"id": "k", "text": "The acme kettle costs 40 euros."}]}

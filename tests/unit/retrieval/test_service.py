@@ -128,8 +128,10 @@ def test_bm25_save_survives_a_leftover_old_dir(service, tmp_path) -> None:
 
 
 def test_inserting_a_section_embeds_only_it(service) -> None:
-    sections = [f"## {w.title()}\n\nThe {w} is {i * 7} metres long." for i, w in
-                enumerate(["bridge", "tunnel", "tower", "canal"])]  # fmt: skip
+    sections = [
+        f"## {w.title()}\n\nThe {w} is {i * 7} metres long."
+        for i, w in enumerate(["bridge", "tunnel", "tower", "canal"])
+    ]
     service.ingest_bytes("acme", "site.md", "\n\n".join(sections).encode())
     col = service.store.collection("acme", "hashed-words", create=False)
     before = set(col.get()["ids"])
