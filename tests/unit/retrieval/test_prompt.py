@@ -115,7 +115,7 @@ def test_selection_is_relative_to_the_best_hit_and_drops_duplicates() -> None:
 
 
 def test_the_budget_drops_whole_sources_lowest_ranked_first() -> None:
-    long = hit("l", " ".join(["filler"] * 300), 0.65, None, "Long")
+    long = hit("l", "Zorvik manual: " + " ".join(["filler"] * 300), 0.65, None, "Long")
     messages = [{"role": "user", "content": "How much is the Zorvik kettle?"}]
     plain = [hit(h.id, h.text, h.relevance, None, "Zorvik kettle") for h in (KETTLE,)] + [long]
     full = assemble(messages, plain, count_tokens=WORDS, context_window=2048, max_tokens=256)
@@ -182,3 +182,13 @@ def test_the_earlier_call_shape_still_works() -> None:
         [{"role": "user", "content": "q"}],
         [],
     )
+
+
+def test_a_hit_missing_the_name_asked_about_is_left_out() -> None:
+    lamp = hit("t", "- Warranty: 4 years", 0.58, 4.0, "Catalogue > Thutak desk lamp")
+    other = hit("w", "- Warranty: 6 years", 0.51, 2.6, "Catalogue > Wicksab desk lamp")
+    question = "How long is the warranty on the Thutak desk lamp?"
+    assert [h.id for h in select_sources([lamp, other])] == ["t", "w"]
+    assert [h.id for h in select_sources([lamp, other], query=question)] == ["t"]
+    out = assemble([{"role": "user", "content": question}], [lamp, other], count_tokens=WORDS)
+    assert [s.id for s in out.sources] == ["t"]
