@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -170,16 +171,10 @@ class SentenceTransformerEmbedder:
         names = ["input_ids", "attention_mask", "token_type_ids"]
         args = tuple(sample.get(n, torch.zeros_like(sample["input_ids"])) for n in names)
         buffer = io.BytesIO()
-        torch.onnx.export(
-            Encoder(transformer.auto_model.eval()),
-            args,
-            buffer,  # type: ignore[arg-type]  # the legacy exporter writes to file objects
-            input_names=names,
-            output_names=["hidden"],
-            dynamic_axes={n: {0: "batch", 1: "tokens"} for n in [*names, "hidden"]},
-            opset_version=17,
-            dynamo=False,
-        )
+        with warnings.catch_warnings():
+            # The tracer's notes on Python-side branches concern shapes this export fixes.
+            warnings.simplefilter("ignore")
+            self._export(torch, Encoder(transformer.auto_model.eval()), args, buffer, names)
         data = buffer.getvalue()
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
@@ -187,6 +182,19 @@ class SentenceTransformerEmbedder:
             tmp.write_bytes(data)
             tmp.replace(cached)
         return data
+
+    @staticmethod
+    def _export(torch: Any, module: Any, args: Any, buffer: io.BytesIO, names: list[str]) -> None:
+        torch.onnx.export(
+            module,
+            args,
+            buffer,  # the legacy exporter writes to file objects too
+            input_names=names,
+            output_names=["hidden"],
+            dynamic_axes={n: {0: "batch", 1: "tokens"} for n in [*names, "hidden"]},
+            opset_version=17,
+            dynamo=False,
+        )
 
     def _embed_onnx(self, texts: list[str]) -> list[list[float]]:
         # Sorted by length so each batch pads little; the caller gets its order back.

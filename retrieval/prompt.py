@@ -1,12 +1,12 @@
 """Put retrieved chunks into a chat as numbered reference data, within a token budget.
 
 Where the sources go decides whether a small model uses them. Measured with
-SmolLM2-135M-Instruct (greedy) on bench/rag_quality.py's shop corpus: sources in a system
-message, as this module did before, gave 29% right answers; the best sources in the current
-user turn, labelled as quoted reference data, 85-90% (see `TEMPLATES` and BENCHMARKS.md).
-So the default template puts them in the last user turn, after the question's own context and
-before a restated question; the caller's system message stays the system message. `system`
-keeps the old assembly for comparison.
+SmolLM2-135M-Instruct (greedy) on bench/rag_quality.py's shop corpus (128 answerable
+questions, same retrieval and selection for each): sources in a system message, as this
+module did before (`system`), 49% right; in the last user turn as labelled, delimited
+reference data (`reference-plain`) 76%, or as plain context (`context`) 78%; the same plus one
+worked example exchange (`reference`, the default) 91%. So the sources go into the last user
+turn, followed by the question; the caller's system message stays the system message.
 
 Documents are data, not instructions: each source sits between `<source n: label>` and
 `</source n>` markers under a heading that says the block is quoted documents to be treated as
