@@ -136,6 +136,9 @@ class SentenceTransformerEmbedder:
         onnx_bytes = self._exported(modules[0], model.tokenizer, path)
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # Spinning worker threads waste the cores they wait on: on two cores shared with vLLM
+        # or other work, 2 spinning threads embedded 60 texts/s, 2 without spinning 110/s.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
         self._onnx, self._tokenizer = session, model.tokenizer
         expected = model.encode(CHECK_TEXTS, normalize_embeddings=self._normalise)

@@ -116,7 +116,6 @@ class RetrievalService:
             index = self._lexical.get(tenant)
             if index is None:
                 index = bm25.load(self.bm25_dir / tenant) or bm25.LexicalIndex()
-                index.changes = 0 if len(index) else 1  # an empty start is saved once filled
                 self._lexical[tenant] = index
             if index.version != current:
                 bm25.catch_up(index, col, current)
