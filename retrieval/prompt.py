@@ -166,16 +166,20 @@ class Source:
 
 @dataclass
 class Assembly:
-    """The messages to send, the sources in them (numbered as the model sees them), and how
-    many selected sources the token budget left out."""
+    """The messages to send and the sources in them (numbered as the model sees them).
+
+    `considered`: hits given; `dropped`: sources the selection kept but the token budget left
+    out; `prompt_tokens`: the messages' tokens as counted (chat template overhead included).
+    """
 
     messages: list[dict[str, Any]]
     sources: list[Source] = field(default_factory=list)
     dropped: int = 0
     prompt_tokens: int = 0
     template: str = DEFAULT_TEMPLATE
+    considered: int = 0
 
-    def citations_payload(self) -> list[dict[str, Any]]:
+    def sources_payload(self) -> list[dict[str, Any]]:
         """The sources as the response's `loraplex.sources` list."""
         return [s.to_dict() for s in self.sources]
 
@@ -360,7 +364,9 @@ def assemble(
         if used <= budget or not sources:
             break
         sources = sources[:-1]
-    return Assembly(out, sources, len(selected) - len(sources), used, chosen.name)
+    return Assembly(
+        out, sources, len(selected) - len(sources), used, chosen.name, considered=len(hits)
+    )
 
 
 def _rough_count(text: str) -> int:

@@ -121,7 +121,7 @@ def test_the_budget_drops_whole_sources_lowest_ranked_first() -> None:
     full = assemble(messages, plain, count_tokens=WORDS, context_window=2048, max_tokens=256)
     assert [s.id for s in full.sources] == ["k", "l"] and full.dropped == 0
     tight = assemble(messages, plain, count_tokens=WORDS, context_window=400, max_tokens=256)
-    assert [s.id for s in tight.sources] == ["k"] and tight.dropped == 1
+    assert [s.id for s in tight.sources] == ["k"] and tight.dropped == 1 and tight.considered == 2
     assert tight.prompt_tokens <= 400 - 256 < full.prompt_tokens
     none = assemble(messages, plain, count_tokens=WORDS, context_window=60, max_tokens=40)
     assert none.sources == [] and none.dropped == 2
