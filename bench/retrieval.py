@@ -42,7 +42,7 @@ from retrieval import bm25  # noqa: E402
 from retrieval.embeddings import SentenceTransformerEmbedder  # noqa: E402
 from retrieval.search import search_collection  # noqa: E402
 from retrieval.service import RetrievalService  # noqa: E402
-from retrieval.store import version  # noqa: E402
+from retrieval.store import get_all, version  # noqa: E402
 
 BRANDS = [
     "Acme",
@@ -272,7 +272,8 @@ def write_costs(svc: RetrievalService, items: list[dict]) -> dict[str, float]:
     col = svc.store.collection("bench", svc.embedder.name, create=False)
 
     def full_rebuild() -> None:
-        data = col.get(include=["documents", "metadatas"])
+        # As before, but paged: one get of 100k rows fails ("too many SQL variables").
+        data = get_all(col, ["documents", "metadatas"])
         bm25.build(data["ids"], data["documents"], data["metadatas"], version(col))
 
     counter = iter(range(10**9))

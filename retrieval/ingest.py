@@ -24,6 +24,7 @@ from retrieval.chunking import Chunk, chunk_ids, chunk_text
 from retrieval.embeddings import Embedder
 from retrieval.errors import RetrievalError
 from retrieval.loaders import Document, load_bytes
+from retrieval.store import get_all
 
 # Documents per round trip (one lookup, one embedding pass, one upsert): per-document round trips
 # made a 10,000-record ingest take minutes.
@@ -87,7 +88,7 @@ def ingest_batch(
     tenant's BM25 index) follows each change right after Chroma took it."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     latest = {doc.doc_id: (doc, chunks) for doc, chunks in batch}  # a repeated id: the last wins
-    have = col.get(where={"doc_id": {"$in": list(latest)}}, include=["metadatas"])
+    have = get_all(col, ["metadatas"], where={"doc_id": {"$in": list(latest)}})
     existing: dict[str, dict[str, str]] = defaultdict(dict)
     positions: dict[str, Any] = {}
     for cid, meta in zip(have["ids"], have["metadatas"], strict=True):
@@ -174,7 +175,7 @@ def drop_unlisted(
             listed[doc.origin].add(doc.doc_id)
     if not listed:
         return
-    have = col.get(where={"ingested_from": {"$in": list(listed)}}, include=["metadatas"])
+    have = get_all(col, ["metadatas"], where={"ingested_from": {"$in": list(listed)}})
     stale = [
         cid
         for cid, meta in zip(have["ids"], have["metadatas"], strict=True)

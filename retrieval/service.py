@@ -38,7 +38,7 @@ from retrieval.ingest import (
 )
 from retrieval.loaders import Document, load_bytes, record_to_document
 from retrieval.search import EMPTY, Hit, SearchResult, check_request, search_collection
-from retrieval.store import ChromaStore, check_tenant, version
+from retrieval.store import ChromaStore, check_tenant, get_all, version
 
 __all__ = ["Hit", "IngestReport", "RetrievalService", "SearchResult"]
 
@@ -241,7 +241,7 @@ class RetrievalService:
                     "embedding_model": self.embedder.name,
                     "version": "",
                 }
-            metas = col.get(include=["metadatas"])["metadatas"] or []
+            metas = get_all(col, ["metadatas"])["metadatas"]
             return {
                 "tenant": tenant,
                 "chunks": len(metas),

@@ -66,6 +66,26 @@ def chroma_where(where: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"$and": [{k: v} for k, v in where.items()]}
 
 
+# Rows per `get` that returns documents or metadata: Chroma's SQLite look-up binds one variable
+# per row and fails past SQLite's limit of 32,766 ("too many SQL variables").
+GET_PAGE = 10_000
+
+
+def get_all(col: Any, include: list[str], where: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`col.get(where=..., include=...)` over the whole collection, a page at a time; returns
+    `ids` and each included field as one list."""
+    out: dict[str, list[Any]] = {"ids": [], **{key: [] for key in include}}
+    offset = 0
+    while True:
+        page = col.get(where=where, include=include, limit=GET_PAGE, offset=offset)
+        out["ids"] += page["ids"]
+        for key in include:
+            out[key] += page[key] or []
+        if len(page["ids"]) < GET_PAGE:
+            return out
+        offset += GET_PAGE
+
+
 def _is_connection_error(exc: BaseException) -> bool:
     import httpx
 
