@@ -123,6 +123,15 @@ def test_embedding_model_is_recorded_and_checked(tmp_path, embedder) -> None:
     assert exc.value.kind == "conflict"
 
 
+def test_onnx_embeddings_equal_sentence_transformers(embedder) -> None:
+    texts = ["Product SKU-4417: the red lamp costs 27 euros.", "Opening hours", "x " * 400]
+    torch = SentenceTransformerEmbedder(backend="torch")
+    assert embedder.embed(texts[:1]) and embedder.active == "onnx"
+    for got, want in zip(embedder.embed(texts), torch.embed(texts), strict=True):
+        assert max(abs(a - b) for a, b in zip(got, want, strict=True)) < 1e-4
+    assert embedder.name == torch.name == "all-MiniLM-L6-v2"  # the same model to a collection
+
+
 def test_bm25_index_is_rebuilt_when_damaged(service, tmp_path) -> None:
     service.ingest_records("acme", catalog())
     shutil.rmtree(tmp_path / "bm25" / "acme")
