@@ -78,14 +78,19 @@ class ChatService:
                 param="max_tokens",
             )
 
-    async def complete(self, tenant: Tenant, req: ChatCompletionRequest) -> ChatOutcome:
-        """Run one chat completion for `tenant`."""
+    async def decide(self, tenant: Tenant, req: ChatCompletionRequest) -> Decision:
+        """The routing decision for `req` (after the limits are checked)."""
         self.check_limits(req)
         # Registry look-ups, embedding a query and searching Chroma block: off the event loop,
         # so open streams keep flowing.
-        decision = await asyncio.to_thread(
-            retrying, self.router.decide, req.route_request(), tenant
-        )
+        return await asyncio.to_thread(retrying, self.router.decide, req.route_request(), tenant)
+
+    async def complete(
+        self, tenant: Tenant, req: ChatCompletionRequest, decision: Decision | None = None
+    ) -> ChatOutcome:
+        """Run one chat completion for `tenant` (`decision`: from `decide`, if already made)."""
+        if decision is None:
+            decision = await self.decide(tenant, req)
         outcome = ChatOutcome(decision)
         messages = [m.model_dump(exclude_none=True) for m in req.messages]
         if decision.route in ("rag", "combined"):

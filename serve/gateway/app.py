@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -12,7 +13,7 @@ from serve import bootstrap
 from serve.admin.serving import ReplicaSync
 from serve.chat.service import ChatService
 from serve.engine.client import EngineClient
-from serve.gateway.errors import install_error_handlers
+from serve.gateway.errors import documented_errors, install_error_handlers
 from serve.gateway.limits import BodyLimitMiddleware
 from serve.gateway.metrics import Metrics
 from serve.gateway.requestlog import RequestLog
@@ -83,8 +84,30 @@ def create_app(settings: Settings, vllm_urls: list[str] | None = None) -> FastAP
         BodyLimitMiddleware,
         max_body=settings.max_body_bytes,
         max_upload=settings.max_upload_bytes,
+        body_timeout_s=settings.body_timeout_s,
     )
     install_error_handlers(app)
+    errors = documented_errors()
     for module in (ops, chat, tenants, adapters, documents):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=errors)
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app
+
+
+def openapi_document(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, less the 422 it adds to every route with parameters: invalid
+    requests are 400s here, with the OpenAI-style body documented for every error."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        doc = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
+        for path in doc.get("paths", {}).values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        schemas = doc.get("components", {}).get("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        app.openapi_schema = doc
+    return app.openapi_schema
