@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         64 << 20, ge=1024, description="Largest upload (adapter archives, documents)."
     )
+    max_header_bytes: int = Field(
+        64 << 10,
+        ge=4096,
+        description="Largest request head (request line and headers); larger is a 400 and the "
+        "connection is closed.",
+    )
     body_timeout_s: float = Field(
         30.0,
         gt=0,

@@ -111,3 +111,22 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
             schemas.pop(name, None)
         app.openapi_schema = doc
     return app.openapi_schema
+
+
+def server_config(app: FastAPI, settings: Settings, log_level: str = "info") -> Any:
+    """The uvicorn configuration the gateway runs under (`loraplex up` and the tests alike).
+
+    h11 rather than httptools: httptools buffers request headers of any size (a 10 MB header
+    value was accepted), h11 stops at `max_header_bytes`.
+    """
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        access_log=False,
+        http="h11",
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+    )

@@ -114,14 +114,9 @@ class Stack:
 def _start_gateway(stack: Stack) -> None:
     import uvicorn
 
-    config = uvicorn.Config(
-        stack.app,
-        host=stack.settings.host,
-        port=stack.settings.port,
-        log_level="warning",
-        access_log=False,
-    )
-    stack.server = uvicorn.Server(config)
+    from serve.gateway.app import server_config
+
+    stack.server = uvicorn.Server(server_config(stack.app, stack.settings, log_level="warning"))
     stack.thread = threading.Thread(target=stack.server.run, daemon=True)
     stack.thread.start()
     deadline = time.monotonic() + 120

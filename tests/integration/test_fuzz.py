@@ -34,8 +34,8 @@ from schemathesis.checks import (
 
 from serve.settings import DEFAULT_BASE_MODEL, Settings
 
-# Per operation (chat: twice that); each example is sent twice (tenant key, admin key).
-EXAMPLES = 25
+# Per operation (chat: three times that); each example is sent twice (tenant key, admin key).
+EXAMPLES = 40
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -115,7 +115,7 @@ def fuzz(operation: Any, keys: dict[str, str]) -> None:
     # Schemathesis' own pytest plugin does not run under pytest 9 (it reads a private attribute
     # of pytest's nodes), so each operation gets a plain Hypothesis test of its strategy.
     @settings(
-        max_examples=EXAMPLES * (2 if operation.path == "/v1/chat/completions" else 1),
+        max_examples=EXAMPLES * (3 if operation.path == "/v1/chat/completions" else 1),
         deadline=None,
         derandomize=True,
         database=None,
@@ -214,19 +214,25 @@ def test_lone_surrogates_and_invalid_utf8_are_400s_that_say_so(fuzz_gateway, key
 
 
 def test_very_long_and_non_ascii_header_values(fuzz_gateway, keys) -> None:
+    """Heads beyond max_header_bytes (and what one read brings in with them) are refused
+    before they are buffered whole; anything else gets an ordinary answer."""
     url = fuzz_gateway.gateway_url
     auth = f"Bearer {keys['tenant']}"
-    for headers in (
-        {"Authorization": "Bearer " + "k" * 100_000},
-        {"Authorization": auth, "X-Long": "v" * 100_000},
-        {"Authorization": auth, **{f"X-Many-{i}": "v" * 100 for i in range(500)}},
-    ):
+
+    def status(headers: dict[str, str]) -> int | str:
         try:
-            resp = httpx.get(f"{url}/v1/models", headers=headers, timeout=30)
-        except httpx.RemoteProtocolError:
-            continue  # the server closed the connection on an oversized head: fine
-        assert resp.status_code in (400, 401, 413, 431) or resp.status_code == 200, resp.text
-        assert resp.status_code < 500
+            return httpx.get(f"{url}/v1/models", headers=headers, timeout=30).status_code
+        except httpx.TransportError as exc:  # refused while still sending: connection reset
+            return type(exc).__name__
+
+    assert status({"Authorization": "Bearer " + "k" * 10_000}) == 401
+    assert status({"Authorization": auth, "X-Long": "v" * 10_000}) == 200
+    for huge in (
+        {"Authorization": "Bearer " + "k" * 1_000_000},
+        {"Authorization": auth, "X-Long": "v" * 1_000_000},
+        {"Authorization": auth, **{f"X-Many-{i}": "v" * 100 for i in range(10_000)}},
+    ):
+        assert status(huge) in (400, "ReadError", "WriteError", "RemoteProtocolError")
     # Bytes no client library will send: latin-1, a control character, an obsolete line fold.
     host, port = fuzz_gateway.settings.host, fuzz_gateway.settings.port
     for value in (b"Bearer lpx-\xff\xfe\x80", b"Bearer lpx-\x01\x7f", b"Bearer lpx-a\r\n b"):
@@ -236,8 +242,8 @@ def test_very_long_and_non_ascii_header_values(fuzz_gateway, keys) -> None:
                 b"Connection: close\r\n\r\n"
             )
             answer = _read_all(sock)
-        status = int(answer.split(b" ", 2)[1])
-        assert status in (400, 401), answer[:300]
+        code = int(answer.split(b" ", 2)[1])
+        assert code in (400, 401), answer[:300]
     # The gateway still answers after all of that.
     ok = httpx.get(f"{url}/v1/models", headers={"Authorization": auth}, timeout=30)
     assert ok.status_code == 200
