@@ -151,7 +151,8 @@ class AdapterRegistry:
         if run_migrations:
             migrate(database_url)
         self.store = ArtifactStore(store_dir)
-        self.collected = self.collect_garbage()  # what opening the registry cleaned up
+        # What opening the registry cleaned up (`adapters gc` reports it).
+        self.collected: dict[str, list[str]] = self.collect_garbage()
         self.base_model = base_model
         self.base_model_dir = base_model_dir
         self.max_rank = max_rank
@@ -168,7 +169,7 @@ class AdapterRegistry:
         self.store = ArtifactStore(store_dir)
         self.base_model, self.base_model_dir, self.max_rank = "", None, 0
         self.base_config = None
-        self.collected: dict[str, list[str]] = {}
+        self.collected = {}
         self._lock = threading.Lock()
         return self
 
