@@ -150,6 +150,7 @@ class OwnStack:
             HF_HUB_OFFLINE="1",
             ANONYMIZED_TELEMETRY="False",
         )
+        data_dir.mkdir(parents=True, exist_ok=True)
         self.log = (data_dir / "up.log").open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "serve.cli", "up"], env=env, stdout=self.log, stderr=self.log
