@@ -191,14 +191,18 @@ def adapter_dir(model_dir, tmp_path_factory) -> Path:
     return small_adapter(model_dir, tmp_path_factory.mktemp("faults-adapter") / "a", seed=7)
 
 
-def _registry(data_dir: Path, model_dir: Path):
+def _services(data_dir: Path, model_dir: Path):
     from serve.services import Services
     from serve.settings import Settings
 
     settings = Settings(
         data_dir=data_dir, model_dir=model_dir, admin_key="lpx-admin-faults-test-key"
     )
-    return Services(settings).registry
+    return Services(settings)
+
+
+def _registry(data_dir: Path, model_dir: Path):
+    return _services(data_dir, model_dir).registry
 
 
 def _sound(data_dir: Path, model_dir: Path) -> list[Any]:
@@ -234,7 +238,7 @@ def test_register_killed_at_each_step_leaves_no_listed_version_without_files(
     point, adapter_dir, model_dir, tmp_path
 ) -> None:
     env = _env(tmp_path, LORAPLEX_MODEL_DIR=str(model_dir), LORAPLEX_PORT="9")  # no gateway there
-    assert cli(["tenants", "create", "acme"], env).returncode == 0
+    _services(tmp_path, model_dir).tenants.create("acme")
     register = ["adapters", "register", str(adapter_dir), "--name", "colours", "--tenant", "acme"]
     proc = stopped_at(point, register, env)
     staging, stored = _store(tmp_path)
@@ -270,7 +274,7 @@ def test_the_next_registration_collects_old_leftovers_and_adopts_stored_bytes(
     adapter_dir, model_dir, tmp_path
 ) -> None:
     env = _env(tmp_path, LORAPLEX_MODEL_DIR=str(model_dir), LORAPLEX_PORT="9")
-    assert cli(["tenants", "create", "acme"], env).returncode == 0
+    _services(tmp_path, model_dir).tenants.create("acme")
     register = ["adapters", "register", str(adapter_dir), "--name", "colours", "--tenant", "acme"]
     kill9(stopped_at("staged", register, env))
     kill9(stopped_at("stored", register, env))
