@@ -153,8 +153,8 @@ class AdapterRegistry:
         if run_migrations:
             migrate(database_url)
         self.store = ArtifactStore(store_dir)
-        self.store.clean_staging()
-        self.store.collect_garbage(self._all_digests())
+        # What opening the registry cleaned up (`adapters gc` reports it).
+        self.collected: dict[str, list[str]] = self.collect_garbage()
         self.base_model = base_model
         self.base_model_dir = base_model_dir
         self.max_rank = max_rank
@@ -171,6 +171,7 @@ class AdapterRegistry:
         self.store = ArtifactStore(store_dir)
         self.base_model, self.base_model_dir, self.max_rank = "", None, 0
         self.base_config = None
+        self.collected = {}
         self._lock = threading.Lock()
         return self
 
@@ -199,6 +200,7 @@ class AdapterRegistry:
         """Validate, store and record a new version of `name`. All or nothing."""
         check_name(name)
         check_files(Path(src))
+        self.collect_garbage()  # what earlier registrations killed part-way left behind
         lineage = lineage or {}
         # Validate the staged copy, not the source: what is checked is what gets stored, even if
         # the source changes meanwhile.
@@ -262,6 +264,18 @@ class AdapterRegistry:
                 return self._to_version(row, version)
         finally:
             self.store.discard(staging)
+
+    def collect_garbage(
+        self, min_age_s: float = 60.0, staging_min_age_s: float = 3600.0
+    ) -> dict[str, list[str]]:
+        """Delete what registrations killed part-way left: stored files no version refers to
+        (older than `min_age_s`) and staged copies (older than `staging_min_age_s`; staging and
+        validating a large adapter takes a while). Younger ones may belong to a registration
+        running in another process. Returns the digests and staging entries removed."""
+        return {
+            "staging": self.store.clean_staging(staging_min_age_s),
+            "unreferenced": self.store.collect_garbage(self._all_digests(), min_age_s),
+        }
 
     def promote(self, ref: str, force: bool = False, reason: str = "") -> AdapterVersion:
         """Point `prod` at a version (`NAME@N`); one whose recorded evaluation is NO-GO only

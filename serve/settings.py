@@ -71,6 +71,19 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         64 << 20, ge=1024, description="Largest upload (adapter archives, documents)."
     )
+    max_header_bytes: int = Field(
+        64 << 10,
+        ge=4096,
+        description="Largest request head (request line and headers); larger is a 400 and the "
+        "connection is closed.",
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="How long a client may take to send a request body (408 after that): a "
+        "body sent slowly must not hold a request open.",
+    )
     vllm_api_key: SecretStr | None = Field(
         None,
         description="Key vLLM requires on /v1 (its --api-key); the gateway sends it. `loraplex up` "

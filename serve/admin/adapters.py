@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +27,8 @@ from serve.names import check_adapter_name
 from serve.tenants import TenantService
 
 EVERYONE = "*"
+# What the HTTP upload leaves in uploads_dir while it works: the archive, the extracted folder.
+UPLOAD_PREFIXES = ("archive-", "upload-")
 SyncReport = dict[str, Any]  # {"load": {ref: [replica results]}, "unload": {served: [...]}}
 
 
@@ -346,6 +349,34 @@ class AdapterAdmin:
         gone = await asyncio.to_thread(self.registry.remove, ref)
         self.on_change(gone[0].name)
         return Change(gone, sync=await self.serving.sync(gone[0].name))
+
+    def collect_garbage(self, min_age_s: float | None = None) -> dict[str, list[str]]:
+        """Remove what a registration or an upload killed part-way left behind: stored files
+        no version refers to, staged copies, and uploaded archives with their extracted
+        folders. `min_age_s` (default: the registry's own ages, 60 s for stored files and an
+        hour for the rest) spares younger ones, which may belong to a registration running now;
+        0 when none is."""
+        ages = {} if min_age_s is None else {"min_age_s": min_age_s, "staging_min_age_s": min_age_s}
+        removed = self.registry.collect_garbage(**ages)
+        # What opening the registry in this process collected already counts too.
+        opened = getattr(self.registry, "collected", None) or {}
+        for kind, names in opened.items():
+            removed[kind] = [*names, *removed.get(kind, [])]
+        self.registry.collected = {}
+        removed["uploads"] = []
+        upload_age = 3600.0 if min_age_s is None else min_age_s
+        if self.uploads_dir is not None and self.uploads_dir.is_dir():
+            now = time.time()
+            for leftover in self.uploads_dir.iterdir():
+                if leftover.name.startswith(UPLOAD_PREFIXES) and (
+                    now - leftover.stat().st_mtime >= upload_age
+                ):
+                    if leftover.is_dir():
+                        shutil.rmtree(leftover, ignore_errors=True)
+                    else:
+                        leftover.unlink(missing_ok=True)
+                    removed["uploads"].append(leftover.name)
+        return removed
 
     async def sync(self, name: str | None = None) -> SyncReport:
         """Bring the engines in line with the registry (after changes made elsewhere)."""

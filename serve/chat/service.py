@@ -46,11 +46,6 @@ class Rollout(Protocol):
     def apply(self, decision: Decision, pinned: bool, user: str | None) -> Decision: ...
 
 
-def decision_of(exc: BaseException) -> Decision | None:
-    """The routing decision a failed completion had reached, if it got that far."""
-    return getattr(exc, "loraplex_decision", None)
-
-
 def loraplex_block(decision: Decision, citations: list[dict[str, Any]]) -> dict[str, Any]:
     """The response's `loraplex` extension: what served the request and why."""
     return {
@@ -95,17 +90,12 @@ class ChatService:
                 param="max_tokens",
             )
 
-    async def complete(self, tenant: Tenant, req: ChatCompletionRequest) -> ChatOutcome:
-        """Run one chat completion for `tenant`."""
+    async def decide(self, tenant: Tenant, req: ChatCompletionRequest) -> Decision:
+        """The routing decision for `req` (after the limits are checked)."""
         self.check_limits(req)
         # Registry look-ups, embedding a query and searching Chroma block: off the event loop,
         # so open streams keep flowing.
-        decision = await asyncio.to_thread(retrying, self._decide, req, tenant)
-        try:
-            return await self._answer(tenant, req, decision)
-        except Exception as exc:
-            exc.loraplex_decision = decision  # type: ignore[attr-defined]  # see decision_of
-            raise
+        return await asyncio.to_thread(retrying, self._decide, req, tenant)
 
     def _decide(self, req: ChatCompletionRequest, tenant: Tenant) -> Decision:
         decision = self.router.decide(req.route_request(), tenant)
@@ -115,9 +105,12 @@ class ChatService:
             decision = self.rollout.apply(decision, pinned, req.user)
         return decision
 
-    async def _answer(
-        self, tenant: Tenant, req: ChatCompletionRequest, decision: Decision
+    async def complete(
+        self, tenant: Tenant, req: ChatCompletionRequest, decision: Decision | None = None
     ) -> ChatOutcome:
+        """Run one chat completion for `tenant` (`decision`: from `decide`, if already made)."""
+        if decision is None:
+            decision = await self.decide(tenant, req)
         outcome = ChatOutcome(decision)
         messages = [m.model_dump(exclude_none=True) for m in req.messages]
         if decision.route in ("rag", "combined"):

@@ -286,3 +286,31 @@ def remove(
     change = asyncio.run(admin.remove(ref))
     typer.echo("removed " + ", ".join(av.ref for av in change.versions))
     _report(change)
+
+
+@app.command("gc")
+def gc(
+    min_age: Annotated[
+        float | None,
+        typer.Option(
+            help="Spare leftovers younger than this many seconds (default: 60 for stored "
+            "files, 3600 for staged copies and uploads); 0 when no registration is running."
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Remove what registrations and uploads killed part-way left behind.
+
+    A registration killed at any step never leaves a listed version without its files; it may
+    leave stored files no version refers to, a staged copy, or an uploaded archive. Each
+    registration collects the old ones; this collects them now and lists what went.
+
+    Example: loraplex adapters gc --min-age 0
+    """
+    admin = services(load_settings(config)).adapters
+    removed = admin.collect_garbage(min_age)
+    for kind, names in removed.items():
+        for name in names:
+            typer.echo(f"removed {kind} {name}")
+    if not any(removed.values()):
+        err.print("nothing to remove")

@@ -70,7 +70,7 @@ def run_stack(settings: Settings) -> None:
     """Prepare, start, serve; on exit or Ctrl-C stop everything this process started."""
     import uvicorn
 
-    from serve.gateway.app import create_app
+    from serve.gateway.app import create_app, server_config
 
     signal.signal(signal.SIGTERM, _sigterm)
     server: VllmServer | None = None
@@ -114,13 +114,7 @@ def run_stack(settings: Settings) -> None:
             shown = demo_key or f"(see {settings.data_dir / 'demo_key'})"
             console.print(f"demo tenant [bold]{name}[/bold] key: {shown}")
         console.print(f"base model: {settings.base_model}")
-        uvicorn.run(
-            create_app(settings, urls),
-            host=settings.host,
-            port=settings.port,
-            log_level="info",
-            access_log=False,
-        )
+        uvicorn.Server(server_config(create_app(settings, urls), settings)).run()
     except KeyboardInterrupt:
         console.print("stopping")
     finally:

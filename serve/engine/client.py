@@ -8,6 +8,7 @@ adapter's served name) reach every replica.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from collections.abc import AsyncIterator
@@ -184,9 +185,18 @@ def _clean(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _chunks(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[dict[str, Any]]:
-    yield _clean(first.model_dump())
-    async for chunk in rest:
-        yield _clean(chunk.model_dump())
+    try:
+        yield _clean(first.model_dump())
+        async for chunk in rest:
+            yield _clean(chunk.model_dump())
+    finally:
+        # When the caller stops early (its client went away), close the response to vLLM now:
+        # vLLM then aborts the request instead of generating to max_tokens for nobody, and the
+        # connection is not left for the garbage collector.
+        close = getattr(rest, "aclose", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await close()
 
 
 async def _empty() -> AsyncIterator[dict[str, Any]]:

@@ -199,7 +199,12 @@ class RotatingLog:
 
 
 class Supervisor:
-    """Keep a VllmServer running: when it dies, say why and start it again, with backoff."""
+    """Keep a VllmServer running: when it dies, or stops answering its health check, say why and
+    start it again, with backoff.
+
+    vLLM's API server exits when its engine-core process dies, but leaves the engine's worker
+    behind in its process group, still spinning: the whole group is killed before a restart.
+    """
 
     def __init__(
         self,
@@ -207,11 +212,17 @@ class Supervisor:
         say: Callable[[str], None],
         first_backoff_s: float = 1.0,
         max_backoff_s: float = 60.0,
+        unhealthy_after: int = 30,
+        healthy: Callable[[], bool] | None = None,
     ) -> None:
+        """`unhealthy_after`: consecutive failed health checks (one a second) after which a
+        server that is still running is restarted; `healthy` replaces the `/health` probe."""
         self.server = server
         self.say = say
         self.first_backoff_s = first_backoff_s
         self.max_backoff_s = max_backoff_s
+        self.unhealthy_after = unhealthy_after
+        self.healthy = healthy or self._probe
         self.restarts = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="vllm-supervisor", daemon=True)
@@ -226,17 +237,38 @@ class Supervisor:
         self._thread.join(timeout=5)
         self.server.stop()
 
+    def _probe(self) -> bool:
+        try:
+            return httpx.get(f"{self.server.url}/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _why_down(self, failures: int) -> str | None:
+        code = self.server.exited()
+        if code is not None:
+            return f"vLLM exited with code {code}"
+        if failures >= self.unhealthy_after:
+            return f"vLLM failed {failures} health checks in a row"
+        return None
+
     def _watch(self) -> None:
         backoff = self.first_backoff_s
+        failures = 0
+        why: str | None = None  # set while the server is down and must be (re)started
         while not self._stop.wait(1.0):
-            code = self.server.exited()
-            if code is None:
-                continue
-            self.say(
-                f"vLLM exited with code {code}; restarting in {backoff:.0f} s. Last lines of "
-                f"{self.server.log_path}:\n{self.server.log_tail(10)}"
-            )
-            self.server.proc = None
+            if why is None:
+                failures = 0 if self.healthy() else failures + 1
+                why = self._why_down(failures)
+                if why is None:
+                    continue
+                self.say(
+                    f"{why}; restarting in {backoff:.0f} s. Last lines of "
+                    f"{self.server.log_path}:\n{self.server.log_tail(10)}"
+                )
+            # The whole process group: what the dead server leaves (its engine's workers) would
+            # hold memory and cores, and a server that hangs must go before its port is reused.
+            self.server.stop(grace_s=5)
+            failures = 0
             if self._stop.wait(backoff):
                 return
             try:
@@ -244,8 +276,11 @@ class Supervisor:
                 self.server.wait_ready()
             except LaunchError as exc:
                 self.say(f"vLLM restart failed: {exc}")
+                self.server.stop(grace_s=5)
                 backoff = min(backoff * 2, self.max_backoff_s)
+                why = "restart failed"
                 continue
+            why = None
             self.restarts += 1
             self.say(f"vLLM is back on {self.server.url} (restart {self.restarts})")
             backoff = self.first_backoff_s

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -13,7 +14,7 @@ from serve.admin.serving import ReplicaSync
 from serve.chat.service import ChatService
 from serve.engine.client import EngineClient
 from serve.feedback.recorder import Recorder
-from serve.gateway.errors import install_error_handlers
+from serve.gateway.errors import documented_errors, install_error_handlers
 from serve.gateway.limits import BodyLimitMiddleware
 from serve.gateway.metrics import Metrics
 from serve.gateway.requestlog import RequestLog
@@ -110,8 +111,49 @@ def create_app(settings: Settings, vllm_urls: list[str] | None = None) -> FastAP
         BodyLimitMiddleware,
         max_body=settings.max_body_bytes,
         max_upload=settings.max_upload_bytes,
+        body_timeout_s=settings.body_timeout_s,
     )
     install_error_handlers(app)
+    errors = documented_errors()
     for module in (ops, chat, tenants, adapters, documents, feedback, monitor):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=errors)
+    app.openapi = lambda: openapi_document(app)  # type: ignore[method-assign]
     return app
+
+
+def openapi_document(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, less the 422 it adds to every route with parameters: invalid
+    requests are 400s here, with the OpenAI-style body documented for every error."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        doc = get_openapi(
+            title=app.title, version=app.version, summary=app.summary, routes=app.routes
+        )
+        for path in doc.get("paths", {}).values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        schemas = doc.get("components", {}).get("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        app.openapi_schema = doc
+    return app.openapi_schema
+
+
+def server_config(app: FastAPI, settings: Settings, log_level: str = "info") -> Any:
+    """The uvicorn configuration the gateway runs under (`loraplex up` and the tests alike).
+
+    h11 rather than httptools: httptools buffers request headers of any size (a 10 MB header
+    value was accepted), h11 stops at `max_header_bytes`.
+    """
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        access_log=False,
+        http="h11",
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+    )

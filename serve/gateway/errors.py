@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -47,6 +48,32 @@ INTERNAL = ServiceError(
     "internal_error",
     "internal",
 )
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong and what to change (OpenAI's error object)."""
+
+    message: str
+    type: str
+    code: str | None = None
+    param: str | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error response: `{"error": {"message", "type", "code", "param"}}`."""
+
+    error: ErrorDetail
+
+
+def documented_errors() -> dict[int | str, dict[str, Any]]:
+    """The error statuses any route may answer, for the OpenAPI document: every kind a caller
+    or a dependency can cause (500, our own fault, is deliberately not promised)."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for kind, (status, type_) in KIND_HTTP.items():
+        if kind != "internal":
+            out[status] = {"model": ErrorBody, "description": f"{type_} ({kind})"}
+    out[408] = {"model": ErrorBody, "description": "the request body came too slowly"}
+    return out
 
 
 def error_body(exc: BaseException) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from sqlalchemy import Engine, select
 
 from adapters.models import AdapterRow
 from adapters.registry import AdapterVersion
+from serve.lru import LRU
 
 SMALL_CALL = 8  # texts per call worth caching: queries and exemplars, not ingest batches
 
@@ -123,11 +124,15 @@ class Registry(Protocol):
 class AdapterCatalog:
     """Each tenant's prod adapters, cached until a change (see the module docstring)."""
 
-    def __init__(self, registry: Registry, check_interval_s: float = 2.0) -> None:
+    def __init__(
+        self, registry: Registry, check_interval_s: float = 2.0, max_tenants: int = 4096
+    ) -> None:
+        """`max_tenants`: lists kept at most (the least recently used go first)."""
         self.registry = registry
         self.check_interval_s = check_interval_s
         self.loads = 0  # how often a tenant's list was read from the database
-        self._lists: dict[str, list[AdapterVersion]] = {}
+        # Per tenant id: bounded, since tenants come and go and ids are never reused.
+        self._lists: LRU[str, list[AdapterVersion]] = LRU(max_tenants)
         self._stamp: str | None = None
         self._checked = 0.0
         self._lock = threading.Lock()

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from adapters.registry import AdapterVersion
 from retrieval.search import SearchResult
 from serve.errors import ServiceError, model_not_found
+from serve.lru import LRU
 from serve.routing.models import (
     ADAPTER_PATHS,
     Choice,
@@ -120,20 +121,27 @@ class Router:
         embedder: Embedder | None = None,
         versions: RouterVersions | None = None,
         version_check_s: float = 2.0,
+        max_tenants: int = 4096,
+        max_adapters: int = 4096,
     ) -> None:
         """`versions` holds calibrated routers (None: every tenant uses its thresholds); a
         tenant's current version is re-read at most every `version_check_s` seconds, so a
-        calibration or rollback from the CLI reaches a running gateway within that time."""
+        calibration or rollback from the CLI reaches a running gateway within that time.
+        `max_tenants` / `max_adapters` bound what is kept in memory per tenant (its router
+        version) and per adapter version (its exemplars' embeddings)."""
         self.base_model = base_model
         self.registry = registry
         self.retrieval = retrieval
         self.embedder = embedder if embedder is not None else getattr(retrieval, "embedder", None)
         self.versions = versions
         self.version_check_s = version_check_s
-        # served name -> exemplar embeddings; versions are immutable, so entries never go stale
-        self._exemplars: dict[str, list[list[float]]] = {}
-        # tenant -> (checked at, version number or None, model)
-        self._models: dict[str, tuple[float, int | None, DecisionModel | None]] = {}
+        # served name -> exemplar embeddings; versions are immutable, so entries never go
+        # stale, but removed versions and new ones would pile up: bounded, least recently used
+        # out first (one entry is a few dozen vectors, ~1.5 KB each)
+        self._exemplars: LRU[str, list[list[float]]] = LRU(max_adapters)
+        # tenant id -> (checked at, version number or None, model); bounded likewise: tenants
+        # come and go, and ids are never reused
+        self._models: LRU[str, tuple[float, int | None, DecisionModel | None]] = LRU(max_tenants)
         self._lock = threading.Lock()
 
     # -- router versions ------------------------------------------------------------------------

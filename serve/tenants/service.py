@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from serve.errors import ServiceError
+from serve.lru import LRU
 from serve.names import check_tenant_name
 from serve.tenants.policy import TenantPolicy, parse_policy
 from serve.tenants.tables import ApiKeyRow, TenantRow
@@ -86,13 +87,16 @@ def _to_tenant(row: TenantRow) -> Tenant:
 class TenantService:
     """Create, list, authenticate and delete tenants."""
 
-    def __init__(self, engine: Engine, cache_ttl_s: float = 5.0) -> None:
-        """`engine`: a migrated database (`serve.database.migrate`)."""
+    def __init__(
+        self, engine: Engine, cache_ttl_s: float = 5.0, max_cached_keys: int = 10_000
+    ) -> None:
+        """`engine`: a migrated database (`serve.database.migrate`); `max_cached_keys`: keys
+        whose tenant is kept in memory at most (the least recently used go first)."""
         self.engine = engine
         self.cache_ttl_s = cache_ttl_s
         # digest -> (tenant, expiry). Changes made through this service clear it at once; other
         # gateway replicas see them within cache_ttl_s.
-        self._cache: dict[str, tuple[Tenant, float]] = {}
+        self._cache: LRU[str, tuple[Tenant, float]] = LRU(max_cached_keys)
 
     def cached(self, key: str) -> Tenant | None:
         """The tenant for `key` if it was authenticated within the cache TTL."""
@@ -226,8 +230,6 @@ class TenantService:
             if row is None:
                 return None
             tenant = _to_tenant(row.tenant)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
         self._cache[digest] = (tenant, time.monotonic() + self.cache_ttl_s)
         return tenant
 

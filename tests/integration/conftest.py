@@ -9,7 +9,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,14 +114,9 @@ class Stack:
 def _start_gateway(stack: Stack) -> None:
     import uvicorn
 
-    config = uvicorn.Config(
-        stack.app,
-        host=stack.settings.host,
-        port=stack.settings.port,
-        log_level="warning",
-        access_log=False,
-    )
-    stack.server = uvicorn.Server(config)
+    from serve.gateway.app import server_config
+
+    stack.server = uvicorn.Server(server_config(stack.app, stack.settings, log_level="warning"))
     stack.thread = threading.Thread(target=stack.server.run, daemon=True)
     stack.thread.start()
     deadline = time.monotonic() + 120
@@ -163,6 +159,29 @@ def stack(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             if stack.thread is not None:
                 stack.thread.join(timeout=30)
         vllm.stop()
+
+
+@contextmanager
+def running_gateway(settings: Settings, vllm: VllmServer) -> Iterator[Stack]:
+    """Another in-process gateway with its own settings (data dir, port) on a running vLLM."""
+    from serve.gateway.app import create_app
+
+    stack = Stack(settings, vllm, create_app(settings, [vllm.url]))
+    try:
+        _start_gateway(stack)
+        yield stack
+    finally:
+        if stack.server is not None:
+            stack.server.should_exit = True
+            if stack.thread is not None:
+                stack.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def gateway_on() -> Callable[[Settings, VllmServer], Any]:
+    """`with gateway_on(settings, vllm) as gw:` runs a gateway of a test's own (so what a test
+    does to tenants and adapters stays out of the shared one) on a running vLLM."""
+    return running_gateway
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

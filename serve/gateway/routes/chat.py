@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -13,7 +16,7 @@ from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 
 from serve.chat.protocol import ChatCompletionRequest
-from serve.chat.service import ChatOutcome, decision_of, loraplex_block
+from serve.chat.service import ChatOutcome, loraplex_block
 from serve.errors import ServiceError, engine_unavailable, kind_of, model_not_found
 from serve.gateway.deps import ChatDep, RegistryDep, SettingsDep, StateDep, TenantDep
 from serve.gateway.errors import error_body, status_of, validation_error
@@ -22,6 +25,57 @@ from serve.routing import Decision
 from serve.tenants import Tenant
 
 router = APIRouter(tags=["openai"])
+log = logging.getLogger("loraplex.gateway")
+# What a request's metrics and log line name as its model until the router has accepted the
+# name: the caller's free text would make the label set unbounded.
+UNROUTED_MODEL = "_unknown"
+
+
+def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with every `#/$defs/...` reference replaced by its definition (OpenAPI
+    documents keep their own `components`; a body schema inlined this way stands alone)."""
+    defs = schema.get("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items() if k != "$defs"}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    out: dict[str, Any] = resolve(schema)
+    return out
+
+
+# The body is parsed by hand (below), so FastAPI cannot describe it: the OpenAPI document
+# gets the request model's own JSON schema, and a 200 that is JSON or an SSE stream.
+CHAT_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": inline_refs(ChatCompletionRequest.model_json_schema()),
+                "example": {
+                    "model": "auto",
+                    "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                    "max_tokens": 16,
+                    "temperature": 0,
+                },
+            }
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "A chat completion, or with `stream: true` a stream of chunks "
+            "(server-sent events ending in `data: [DONE]`; a failure after the first chunk is "
+            'a last `data: {"error": {...}}` event before it).',
+            "content": {"application/json": {}, "text/event-stream": {}},
+        }
+    },
+}
 
 
 def _invalid_json(message: str) -> ServiceError:
@@ -96,32 +150,33 @@ class ChatRecorder:
         )
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", openapi_extra=CHAT_OPENAPI)
 async def chat_completions(
     request: Request, state: StateDep, chat: ChatDep, tenant: TenantDep
 ) -> Any:
     """OpenAI chat completions, streamed (SSE) or not, routed per tenant."""
     req = await parse_chat_request(request)
     record = ChatRecorder(state, tenant, req)
+    decision: Decision | None = None
     try:
-        outcome = await chat.complete(tenant, req)
+        decision = await chat.decide(tenant, req)
+        outcome = await chat.complete(tenant, req, decision)
     except Exception as exc:
         if kind_of(exc) is not None:
             # A name the tenant may not use is the caller's free text: one label for all of
             # them keeps the metric's label set bounded.
-            model = "_unknown" if getattr(exc, "code", None) == "model_not_found" else req.model
-            decision = decision_of(exc)
+            model = req.model if decision is not None else UNROUTED_MODEL
             record(status_of(exc), model, decision, None, error=getattr(exc, "code", None))
         raise
     record.citations = outcome.citations
     for ok in outcome.adapter_loads:
         state.metrics.adapter_loads.labels("ok" if ok else "failed").inc()
-    decision = outcome.decision
     headers = {"x-loraplex-route": decision.route, "x-loraplex-adapter": decision.adapter_ref or ""}
     if outcome.stream is not None:
 
         def done(status: int, usage: dict[str, int] | None, first_at: float | None) -> None:
-            record(status, req.model, decision, usage, first_at)
+            error = None if status == 200 else STREAM_ERRORS.get(status)
+            record(status, req.model, decision, usage, first_at, error=error)
 
         on_chunk = record.trace.chunk if record.trace is not None else None
         return EventSourceResponse(
@@ -133,6 +188,18 @@ async def chat_completions(
     return JSONResponse(outcome.body, headers=headers)
 
 
+# How a stream that did not end well is counted: the engine failed, or the client went away.
+STREAM_ERRORS = {503: "engine_unavailable", 499: "client_closed"}
+
+
+def stream_interrupted(exc: BaseException) -> ServiceError:
+    """The error a stream ends with when vLLM fails after the first chunk was sent."""
+    return engine_unavailable(
+        f"it failed in the middle of the answer ({type(exc).__name__}); the answer above is "
+        "incomplete"
+    )
+
+
 async def stream_events(
     outcome: ChatOutcome,
     req: ChatCompletionRequest,
@@ -142,15 +209,19 @@ async def stream_events(
     """SSE data lines for a stream: chunks with the caller's model name, then `[DONE]`.
 
     The `loraplex` block rides on the first chunk; usage is forwarded only when asked for,
-    but always counted. `on_done(status, usage, first_at)` gets the perf_counter time of the
-    first chunk sent (None if none was), for the time-to-first-token metric; `on_chunk` sees
-    every chunk sent (the request's record: its id, and its text where it is captured).
+    but always counted. When vLLM fails mid-stream the last event before `[DONE]` is an
+    OpenAI-style error body (the `openai` client raises it as an `APIError`), never a silent
+    cut. `on_done(status, usage, first_at)`: 200, 503 (vLLM failed) or 499 (the client went
+    away), and the perf_counter time of the first chunk sent (None if none was), for the
+    time-to-first-token metric; `on_chunk` sees every chunk sent (the request's record: its
+    id, and its text where it is captured).
     """
     assert outcome.stream is not None
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
     usage: dict[str, int] | None = None
     first_at: float | None = None
-    status = 200
+    status = 499  # until the stream ends one way or the other: the client went away
+    sent = 0
     try:
         async for chunk in outcome.stream:
             chunk["model"] = outcome.decision.model
@@ -163,11 +234,20 @@ async def stream_events(
                 first_at = time.perf_counter()
             if on_chunk is not None:
                 on_chunk(chunk)
+            sent += 1
             yield json.dumps(chunk, separators=(",", ":"))
+        status = 200
     except Exception as exc:  # noqa: BLE001 - a stream cannot change its status; say so inline
         status = 503
-        yield json.dumps(error_body(engine_unavailable(type(exc).__name__)))
+        log.warning("stream from vLLM failed after %d chunks: %s", sent, str(exc)[:300])
+        yield json.dumps(error_body(stream_interrupted(exc)))
     finally:
+        # Closing the upstream stream makes vLLM abort the request (a client that went away
+        # must not keep the engine generating for nobody).
+        close = getattr(outcome.stream, "aclose", None)
+        if close is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await close()
         on_done(status, usage, first_at)
     yield "[DONE]"
 

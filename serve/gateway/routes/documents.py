@@ -26,7 +26,27 @@ class RetrieveBody(BaseModel):
     mode: Literal["hybrid", "dense", "bm25"] = "hybrid"
 
 
-@router.post("/v1/documents", status_code=201)
+# The body is read by hand (files or records), so FastAPI cannot describe it: say both here.
+DOCUMENTS_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": RecordsBody.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                    },
+                    "required": ["file"],
+                }
+            },
+        },
+    }
+}
+
+
+@router.post("/v1/documents", status_code=201, openapi_extra=DOCUMENTS_OPENAPI)
 async def add_documents(
     request: Request, retrieval: RetrievalDep, settings: SettingsDep, tenant: TenantDep
 ) -> dict[str, Any]:

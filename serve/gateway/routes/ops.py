@@ -16,7 +16,12 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={
+        503: {"description": "no vLLM replica answers", "content": {"application/json": {}}}
+    },
+)
 async def readyz(state: StateDep) -> JSONResponse:
     """Ready only when at least one vLLM replica answers its health check."""
     replicas = await state.engine.ready()
@@ -26,7 +31,10 @@ async def readyz(state: StateDep) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ready else 503, headers=headers)
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
 async def metrics(state: StateDep, _: AdminDep) -> Response:
     """Prometheus text format, with the admin key: it names every tenant and its traffic.
     (`LORAPLEX_METRICS_ADDRESS` serves the same on a separate operator address instead.)"""

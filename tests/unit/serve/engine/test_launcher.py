@@ -62,7 +62,7 @@ def test_the_supervisor_restarts_a_server_that_dies_and_says_why(tmp_path) -> No
     server = Flaky(settings, tmp_path, tmp_path / "logs" / "vllm.log")
     said: list[str] = []
     server.start()
-    supervisor = Supervisor(server, said.append, first_backoff_s=0.1)
+    supervisor = Supervisor(server, said.append, first_backoff_s=0.1, healthy=lambda: True)
     supervisor.start()
     deadline = time.monotonic() + 20
     log = tmp_path / "logs" / "vllm.log"
@@ -76,3 +76,84 @@ def test_the_supervisor_restarts_a_server_that_dies_and_says_why(tmp_path) -> No
     finally:
         supervisor.stop()
     assert server.proc is None
+
+
+def _wait_for(predicate, seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return predicate()
+
+
+class _Script(VllmServer):
+    """A stand-in server: a Python one-liner in its own process group, ready at once."""
+
+    script = ""
+
+    def command(self) -> list[str]:
+        import sys
+
+        return [sys.executable, "-c", self.script, str(self.settings.data_dir)]
+
+    def wait_ready(self, timeout_s=None, progress=False) -> None:
+        return None
+
+
+def test_a_dead_servers_leftover_children_are_killed_before_the_restart(tmp_path) -> None:
+    """vLLM's API server exits when its engine core dies and leaves the engine's worker spinning
+    in its process group: the supervisor kills the group before it starts a new server."""
+    from serve.engine.launcher import Supervisor
+    from serve.settings import Settings
+
+    class Leaky(_Script):
+        # The first run leaves a child behind and exits; later runs stay up.
+        script = (
+            "import pathlib, subprocess, sys, time; d = pathlib.Path(sys.argv[1]); "
+            "first = not (d / 'child').exists(); "
+            "c = subprocess.Popen(['sleep', '300']) if first else None; "
+            "first and (d / 'child').write_text(str(c.pid)); "
+            "time.sleep(0.3 if first else 300)"
+        )
+
+    server = Leaky(Settings(data_dir=tmp_path, vllm_port=1), tmp_path, tmp_path / "vllm.log")
+    said: list[str] = []
+    server.start()
+    supervisor = Supervisor(server, said.append, first_backoff_s=0.1, healthy=lambda: True)
+    supervisor.start()
+    try:
+        assert _wait_for(lambda: supervisor.restarts == 1)
+        child = int((tmp_path / "child").read_text())
+        assert _wait_for(lambda: not _alive(child))
+        assert "exited with code 0" in said[0]
+    finally:
+        supervisor.stop()
+
+
+def test_a_running_server_that_fails_its_health_checks_is_restarted(tmp_path) -> None:
+    from serve.engine.launcher import Supervisor
+    from serve.settings import Settings
+
+    class Hung(_Script):
+        script = "import time; time.sleep(300)"
+
+    server = Hung(Settings(data_dir=tmp_path, vllm_port=1), tmp_path, tmp_path / "vllm.log")
+    server.start()
+    first = server.proc
+    assert first is not None
+    answers = iter([True, False, False, False])  # healthy once, then three failures
+    said: list[str] = []
+    supervisor = Supervisor(
+        server,
+        said.append,
+        first_backoff_s=0.1,
+        unhealthy_after=3,
+        healthy=lambda: next(answers, True),
+    )
+    supervisor.start()
+    try:
+        assert _wait_for(lambda: supervisor.restarts == 1)
+        assert first.poll() is not None  # the hung server was stopped, not left running
+        assert server.proc is not None and server.proc.pid != first.pid
+        assert "failed 3 health checks in a row" in said[0]
+    finally:
+        supervisor.stop()
