@@ -27,7 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from retrieval.grounding import NOT_COVERED, Coverage, cited_sources, coverage, grounding
+from retrieval.grounding import (
+    MARKER_RE,
+    NOT_COVERED,
+    Coverage,
+    cited_sources,
+    coverage,
+    grounding,
+)
 from retrieval.prompt import DEFAULT_TEMPLATE, Source, assemble
 from retrieval.search import SearchResult
 from serve.tenants import TenantPolicy
@@ -86,7 +93,9 @@ class Grounded:
 
     def judge(self, text: str, streamed: bool = False) -> str | None:
         """Cite and score an answer; returns the text to answer instead (None: keep it)."""
-        scored = grounding(text, self.sources, self.query)
+        # A `[1]` marker is a citation, not a claim: scored as a number it would count against
+        # the answer that cites its source.
+        scored = grounding(MARKER_RE.sub("", text), self.sources, self.query)
         self.grounded = scored.score
         self.unsupported = scored.unsupported
         self.citations = [c.to_dict() for c in cited_sources(text, self.sources)]
