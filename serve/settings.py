@@ -146,6 +146,24 @@ class Settings(BaseSettings):
         "core). One keeps a routing decision fast while vLLM or other work shares the cores.",
     )
 
+    rag_template: str = Field(
+        "reference",
+        description="Gateway: how sources enter the prompt on the rag and combined paths "
+        "(retrieval.prompt templates) unless a tenant's policy names one.",
+    )
+    rag_max_sources: int = Field(
+        3,
+        ge=1,
+        le=20,
+        description="Gateway: most sources given to the model, unless a policy says.",
+    )
+    rag_answer_tokens: int = Field(
+        256,
+        ge=1,
+        description="Gateway: tokens kept free for the answer when fitting sources into the "
+        "context window and the request sets no max_tokens.",
+    )
+
     # -- feedback, drift and canaries ----------------------------------------------------------
     monitor_interval_s: float = Field(
         5.0,
@@ -174,6 +192,15 @@ class Settings(BaseSettings):
     def _no_placeholder_secret(cls, value: SecretStr | None, info: Any) -> SecretStr | None:
         if value is not None:
             check_secret(info.field_name, value.get_secret_value())
+        return value
+
+    @field_validator("rag_template")
+    @classmethod
+    def _known_template(cls, value: str) -> str:
+        from retrieval.prompt import TEMPLATES
+
+        if value not in TEMPLATES:
+            raise ValueError(f"unknown template {value!r}; choose one of {', '.join(TEMPLATES)}")
         return value
 
     @field_validator("metrics_address")

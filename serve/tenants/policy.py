@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from retrieval.prompt import TEMPLATES
 from serve.errors import ServiceError
 
 Route = Literal["prompt", "rag", "adapter", "combined"]
 ALL_ROUTES: tuple[Route, ...] = ("prompt", "rag", "adapter", "combined")
 Capture = Literal["off", "redacted", "full"]
+NotCovered = Literal["refuse", "fallback"]
+BelowGrounded = Literal["replace", "flag"]
 
 
 class DriftThresholds(BaseModel):
@@ -53,6 +56,37 @@ class TenantPolicy(BaseModel):
     adapter_min_similarity: float = Field(
         0.45, ge=0, le=1, description="Router: prompt-to-exemplar similarity needed for an adapter."
     )
+    # -- grounded answers on the rag and combined paths (serve.chat.grounded) ------------------
+    rag_template: str | None = Field(
+        None,
+        description="How sources enter the prompt (retrieval.prompt templates); None: the "
+        "gateway's setting rag_template.",
+    )
+    rag_max_sources: int | None = Field(
+        None, ge=1, le=20, description="Most sources given; None: the setting rag_max_sources."
+    )
+    rag_min_relevance: float = Field(
+        0.4,
+        ge=0,
+        le=1,
+        description="Coverage: below this best-hit relevance the documents do not cover a question.",
+    )
+    rag_not_covered: NotCovered = Field(
+        "refuse",
+        description="Documents do not cover the question: refuse (say so, no model call) or "
+        "fallback (answer without sources: rag -> prompt, combined -> adapter).",
+    )
+    rag_min_grounded: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Answers grounded below this are replaced or flagged (0: never).",
+    )
+    rag_below_grounded: BelowGrounded = Field(
+        "replace",
+        description="An answer under rag_min_grounded: replace it with a 'not supported' "
+        "message, or flag it. Streams are always flagged (the text is already sent).",
+    )
     capture: Capture = Field(
         "off",
         description="Keep prompts and answers: off (never), redacted (after the PII pass), full.",
@@ -61,6 +95,13 @@ class TenantPolicy(BaseModel):
         30, ge=1, le=3650, description="Days request records, captures and feedback are kept."
     )
     drift: DriftThresholds = Field(default_factory=DriftThresholds)
+
+    @field_validator("rag_template")
+    @classmethod
+    def _known_template(cls, value: str | None) -> str | None:
+        if value is not None and value not in TEMPLATES:
+            raise ValueError(f"unknown template {value!r}; choose one of {', '.join(TEMPLATES)}")
+        return value
 
     def allows_base(self, base_model: str) -> bool:
         """Whether this tenant may be answered by the base model (directly or through auto)."""

@@ -15,8 +15,9 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 
+from serve.chat.grounded import Grounded
 from serve.chat.protocol import ChatCompletionRequest
-from serve.chat.service import ChatOutcome, loraplex_block
+from serve.chat.service import ChatOutcome, loraplex_block, route_block
 from serve.errors import ServiceError, engine_unavailable, kind_of, model_not_found
 from serve.gateway.deps import ChatDep, RegistryDep, SettingsDep, StateDep, TenantDep
 from serve.gateway.errors import error_body, status_of, validation_error
@@ -112,6 +113,7 @@ class ChatRecorder:
         # The facts feedback, capture, drift and canaries need (serve.feedback.recorder).
         self.trace = state.recorder.trace(tenant, req) if state.recorder is not None else None
         self.citations: list[dict[str, Any]] = []
+        self.rag: Grounded | None = None  # read when the request ends (a stream's last chunk)
 
     def __call__(
         self,
@@ -132,6 +134,8 @@ class ChatRecorder:
         )
         if decision is not None:
             self.state.metrics.observe_decision(name, decision)
+        if self.rag is not None and status == 200:
+            self.state.metrics.observe_grounding(name, self.rag)
         if first_at is not None:
             self.state.metrics.ttft.labels(name, model).observe(first_at - self.started)
         self.state.request_log.write(
@@ -169,6 +173,7 @@ async def chat_completions(
             record(status_of(exc), model, decision, None, error=getattr(exc, "code", None))
         raise
     record.citations = outcome.citations
+    record.rag = outcome.rag
     for ok in outcome.adapter_loads:
         state.metrics.adapter_loads.labels("ok" if ok else "failed").inc()
     headers = {"x-loraplex-route": decision.route, "x-loraplex-adapter": decision.adapter_ref or ""}
@@ -208,7 +213,9 @@ async def stream_events(
 ) -> AsyncIterator[str]:
     """SSE data lines for a stream: chunks with the caller's model name, then `[DONE]`.
 
-    The `loraplex` block rides on the first chunk; usage is forwarded only when asked for,
+    The `loraplex` block rides on the first chunk (on rag and combined paths the route part
+    only: a last chunk without choices carries the whole block, with citations, sources and
+    grounding, once the answer is known); usage is forwarded only when asked for,
     but always counted. When vLLM fails mid-stream the last event before `[DONE]` is an
     OpenAI-style error body (the `openai` client raises it as an `APIError`), never a silent
     cut. `on_done(status, usage, first_at)`: 200, 503 (vLLM failed) or 499 (the client went
@@ -230,7 +237,11 @@ async def stream_events(
                 if not include_usage:
                     continue
             if first_at is None:
-                chunk["loraplex"] = loraplex_block(outcome.decision, outcome.citations)
+                pending = outcome.rag is not None and outcome.decision.route in ("rag", "combined")
+                block = (
+                    route_block(outcome.decision) if pending else loraplex_block(outcome.decision)
+                )
+                chunk["loraplex"] = {**block, **chunk.get("loraplex", {})}
                 first_at = time.perf_counter()
             if on_chunk is not None:
                 on_chunk(chunk)
