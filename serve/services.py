@@ -20,6 +20,7 @@ from serve.admin.tenants import TenantAdmin
 from serve.feedback.service import FeedbackService
 from serve.monitor.canary import CanaryService, Rollout
 from serve.monitor.service import Monitor
+from serve.quotas import QuotaLimiter
 from serve.routing import Router
 from serve.routing.caches import AdapterCatalog, CachedEmbedder
 from serve.routing.calibration import Calibration
@@ -156,3 +157,8 @@ class Services:
     def rollout(self) -> Rollout:
         """The per-request split between prod versions and running canaries."""
         return Rollout(self.registry)
+
+    @cached_property
+    def quotas(self) -> QuotaLimiter:
+        """Per-tenant quotas, counted in the database every gateway replica shares."""
+        return QuotaLimiter(self.db, stream_lease_s=max(600.0, 2 * self.settings.request_timeout_s))
