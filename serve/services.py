@@ -78,6 +78,7 @@ class Services:
             bm25_dir=s.data_dir / "bm25",
             chroma_path=None if s.chroma_url else s.chroma_dir,
             chroma_url=s.chroma_url,
+            chroma_token=s.chroma_token.get_secret_value() if s.chroma_token else None,
             embedder=self.embedder,
             max_file_bytes=s.max_upload_bytes,
         )

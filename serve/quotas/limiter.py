@@ -317,12 +317,18 @@ class QuotaLimiter:
             .where(STREAMS.c.tenant_id == admission.tenant_id, STREAMS.c.expires_at > now)
             .scalar_subquery()
         )
-        take = STREAMS.insert().from_select(
-            ["id", "tenant_id", "expires_at"],
-            select(
-                literal(stream_id, String), literal(admission.tenant_id, String), literal(expires)
-            ).where(count < limit),
-        ).returning(STREAMS.c.id)
+        take = (
+            STREAMS.insert()
+            .from_select(
+                ["id", "tenant_id", "expires_at"],
+                select(
+                    literal(stream_id, String),
+                    literal(admission.tenant_id, String),
+                    literal(expires),
+                ).where(count < limit),
+            )
+            .returning(STREAMS.c.id)
+        )
         with self.engine.begin() as conn:
             if self.engine.dialect.name == "postgresql":
                 # Count-then-insert is one statement, but PostgreSQL's snapshot would let two
