@@ -115,10 +115,14 @@ def _adapter_zip(model_dir: Path, out: Path) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def replicas(stack, tmp_path_factory) -> Iterator[tuple[Gateway, VllmServer, str]]:
+def replicas(stack, tmp_path_factory) -> Iterator[tuple[Gateway, VllmServer, str, bytes]]:
     """A second vLLM (sharing the gateway's registry through its resolver plugin) and a
-    gateway over it and the run's vLLM; yields (gateway, second vLLM, tenant key)."""
+    gateway over it and the run's vLLM; yields (gateway, second vLLM, tenant key, a zipped
+    adapter)."""
     data = tmp_path_factory.mktemp("replicas")
+    # Made before the gateway starts: importing peft here while the gateway's thread imports
+    # sentence-transformers races inside transformers' lazy imports.
+    adapter = _adapter_zip(stack.model_dir, data / "adapter")
     common: dict[str, Any] = dict(
         data_dir=data,
         model_dir=stack.model_dir,
@@ -146,7 +150,7 @@ def replicas(stack, tmp_path_factory) -> Iterator[tuple[Gateway, VllmServer, str
             with gw.client() as admin:
                 resp = admin.post("/v1/tenants", json={"name": "rep", "policy": {}})
             assert resp.status_code == 201, resp.text
-            yield gw, second, resp.json()["api_key"]
+            yield gw, second, resp.json()["api_key"], adapter
     finally:
         second.stop()
 
@@ -165,7 +169,7 @@ def _chat(gw: Gateway, key: str, model: str = BASE) -> httpx.Response:
 
 
 def test_requests_spread_over_both_replicas(replicas, stack) -> None:
-    gw, second, key = replicas
+    gw, second, key, _ = replicas
     before = [served(stack.vllm_url, stack.vllm_key), served(second.url, stack.vllm_key)]
     assert all(_chat(gw, key).status_code == 200 for _ in range(12))
     after = [served(stack.vllm_url, stack.vllm_key), served(second.url, stack.vllm_key)]
@@ -175,9 +179,8 @@ def test_requests_spread_over_both_replicas(replicas, stack) -> None:
     assert spread[0] >= 1
 
 
-def test_an_adapter_is_loaded_into_and_served_by_both(replicas, stack, tmp_path) -> None:
-    gw, second, key = replicas
-    data = _adapter_zip(stack.model_dir, tmp_path / "a")
+def test_an_adapter_is_loaded_into_and_served_by_both(replicas, stack) -> None:
+    gw, second, key, data = replicas
     with gw.client() as admin:
         resp = admin.post(
             "/v1/adapters",
@@ -201,7 +204,7 @@ def test_an_adapter_is_loaded_into_and_served_by_both(replicas, stack, tmp_path)
 def test_a_killed_replica_is_retried_around_reported_and_serves_again_after_restart(
     replicas, stack
 ) -> None:
-    gw, second, key = replicas
+    gw, second, key, _ = replicas
     assert second.proc is not None
     os.killpg(second.proc.pid, signal.SIGKILL)
     second.stop()  # reaps it
