@@ -57,17 +57,21 @@ class RetrievalService:
         bm25_dir: Path,
         chroma_path: Path | None = None,
         chroma_url: str | None = None,
+        chroma_token: str | None = None,
         embedder: Embedder | None = None,
         max_file_bytes: int = 32 << 20,
         chunk_tokens: int = 200,
         overlap: int = 40,
     ) -> None:
         """`chroma_url` selects server mode (replicas share it); else embedded at `chroma_path`.
+        `chroma_token`: sent to the server as a bearer token, where it asks for one.
 
         `bm25_dir` holds one BM25 index per tenant; `max_file_bytes` bounds one file;
         `chunk_tokens` and `overlap` size the chunks (see `chunking.chunk_text`).
         """
-        self.store = ChromaStore(chroma_path if not chroma_url else None, chroma_url or None)
+        self.store = ChromaStore(
+            chroma_path if not chroma_url else None, chroma_url or None, token=chroma_token
+        )
         self.bm25_dir = Path(bm25_dir)
         self.embedder: Embedder = embedder or SentenceTransformerEmbedder()
         self.max_file_bytes = max_file_bytes

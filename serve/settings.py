@@ -136,6 +136,11 @@ class Settings(BaseSettings):
 
     # -- retrieval ----------------------------------------------------------------------------
     chroma_url: str | None = Field(None, description="Chroma server URL; unset: embedded store.")
+    chroma_token: SecretStr | None = Field(
+        None,
+        description="Token sent to the Chroma server as `Authorization: Bearer <token>` (Chroma's "
+        "token auth client; the k8s manifests put a proxy that checks it in front of Chroma).",
+    )
     embedding_model: Path | None = Field(
         None, description="Local sentence-transformers dir; default the bundled all-MiniLM-L6-v2."
     )
@@ -187,7 +192,7 @@ class Settings(BaseSettings):
         8000, ge=100, description="Longest correction a feedback may carry (characters)."
     )
 
-    @field_validator("admin_key", "vllm_api_key")
+    @field_validator("admin_key", "vllm_api_key", "chroma_token")
     @classmethod
     def _no_placeholder_secret(cls, value: SecretStr | None, info: Any) -> SecretStr | None:
         if value is not None:

@@ -14,6 +14,7 @@ ALL_ROUTES: tuple[Route, ...] = ("prompt", "rag", "adapter", "combined")
 Capture = Literal["off", "redacted", "full"]
 NotCovered = Literal["refuse", "fallback"]
 BelowGrounded = Literal["replace", "flag"]
+BudgetPeriod = Literal["hour", "day", "week", "month"]
 
 
 class DriftThresholds(BaseModel):
@@ -37,6 +38,41 @@ class DriftThresholds(BaseModel):
     min_feedback: int = Field(5, ge=1, description="Feedback in the window before judging it.")
     grounded_min: float = Field(0.5, ge=0, le=1, description="Lowest acceptable mean grounding.")
     min_requests: int = Field(20, ge=1, description="Requests in the window before any warning.")
+
+
+class Quotas(BaseModel):
+    """How much a tenant may ask of the engine, shared by every gateway replica (None: no
+    limit). Over a limit, chat completions answer 429 with Retry-After (serve.quotas)."""
+
+    model_config = {"extra": "forbid"}
+
+    requests_per_minute: int | None = Field(
+        None, ge=1, description="Chat completions started per clock minute."
+    )
+    tokens_per_minute: int | None = Field(
+        None,
+        ge=1,
+        description="Prompt + completion tokens per clock minute, counted from usage once an "
+        "answer ends; a request is refused once the minute's count has reached it.",
+    )
+    concurrent_streams: int | None = Field(None, ge=1, description="Streams open at once.")
+    token_budget: int | None = Field(
+        None, ge=1, description="Prompt + completion tokens per budget period (UTC calendar)."
+    )
+    budget_period: BudgetPeriod = Field("month", description="Period of token_budget.")
+
+    @property
+    def active(self) -> bool:
+        """Whether any limit is set (none: the gateway does no quota work at all)."""
+        return any(
+            v is not None
+            for v in (
+                self.requests_per_minute,
+                self.tokens_per_minute,
+                self.concurrent_streams,
+                self.token_budget,
+            )
+        )
 
 
 class TenantPolicy(BaseModel):
@@ -95,6 +131,7 @@ class TenantPolicy(BaseModel):
         30, ge=1, le=3650, description="Days request records, captures and feedback are kept."
     )
     drift: DriftThresholds = Field(default_factory=DriftThresholds)
+    quotas: Quotas = Field(default_factory=Quotas)
 
     @field_validator("rag_template")
     @classmethod
