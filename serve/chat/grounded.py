@@ -37,7 +37,7 @@ from retrieval.grounding import (
     coverage,
     grounding,
 )
-from retrieval.prompt import DEFAULT_TEMPLATE, Source, assemble
+from retrieval.prompt import DEFAULT_TEMPLATE, Source, assemble, get_template
 from retrieval.search import SearchResult
 from serve.tenants import TenantPolicy
 
@@ -174,13 +174,18 @@ def prepare(
     if not covered.covered:
         rag.outcome = "not_covered"
         return rag, messages
+    template = get_template(rag.template)
+    if route == "combined" and template.placement == "user":
+        # The adapter answers in the format it was trained on: the ask goes in as written,
+        # with no worked prose example to imitate (it pulled a JSON adapter into prose).
+        template = dataclasses.replace(template, question="{question}", example=None)
     built = assemble(
         messages,
         hits,
         count_tokens=count_tokens,
         context_window=context_window,
         max_tokens=max_tokens or defaults.answer_tokens,
-        template=rag.template,
+        template=template,
         max_sources=policy.rag_max_sources or defaults.max_sources,
         query=query,
     )

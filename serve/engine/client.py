@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -67,10 +68,11 @@ class EngineClient:
         # With one replica there is nothing to balance or fail over to, and the Router's
         # deployment lookup and bookkeeping cost ~4 ms a call (bench/gateway_overhead.py):
         # call litellm directly, with the same retries and timeout.
+        direct = [{k: v for k, v in d.items() if k != "model"} for d in deployments]
         self._single: dict[str, Any] | None = None
         if len(urls) == 1:
-            self._single = {**deployments[0], "num_retries": num_retries}
-            del self._single["model"]
+            self._single = {**direct[0], "num_retries": num_retries}
+        self._replicas = direct
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(5.0))
 
     async def close(self) -> None:
@@ -121,7 +123,23 @@ class EngineClient:
             return await self.litellm.acompletion(
                 model=model, messages=messages, **self._single, **params
             )
-        return await self.router.acompletion(model=model, messages=messages, **params)
+        try:
+            return await self.router.acompletion(model=model, messages=messages, **params)
+        except self.litellm.APIConnectionError:
+            # A replica that is down refuses the connection, and litellm never cools a
+            # deployment down for that (nor does its retry avoid the one that failed): try each
+            # replica once, directly; a refused connection costs a millisecond.
+            pass
+        failure: Exception | None = None
+        for replica in random.sample(self._replicas, len(self._replicas)):
+            try:
+                return await self.litellm.acompletion(
+                    model=model, messages=messages, **replica, **params
+                )
+            except self.litellm.APIConnectionError as exc:
+                failure = exc
+        assert failure is not None
+        raise failure
 
     def _map_error(self, exc: Exception) -> Exception:
         lt = self.litellm

@@ -262,7 +262,7 @@ def test_rag_chat_through_the_gateway_cites_its_source(stack) -> None:
             extra_body={"loraplex": {"route": "rag"}},
         )  # fmt: skip
         extra = answer.model_extra["loraplex"]
-        assert extra["route"] == "rag" and extra["citations"][0]["source"] == "drones/zorblax.md"
+        assert extra["route"] == "rag" and extra["sources"][0]["source"] == "drones/zorblax.md"
         assert "47" in answer.choices[0].message.content
 
         auto = client.chat.completions.create(
