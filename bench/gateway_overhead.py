@@ -1,48 +1,64 @@
-"""What the gateway adds on top of calling vLLM directly.
+"""What the gateway adds on top of calling vLLM directly, and whose cost that is.
 
-Sends the same chat request N times straight to vLLM and N times through the gateway,
-interleaved (direct, gateway, gateway, direct, ...) so both see the same machine load, and prints
-p50/p95 latency of each and the milliseconds added. Non-streaming and streaming
-(time to first token) are measured separately.
+The same chat request is sent N times down each of four paths, interleaved (each round runs
+the four in a rotated order, so every path sees the same machine load):
 
-Run against a stack started with `make up` (or `loraplex up`) in another terminal:
+  vllm     a plain httpx POST from this process straight to vLLM (the floor of all);
+  litellm  `litellm.acompletion` in this process against the same vLLM, configured as the
+           gateway configures it: litellm's own in-process cost, with no HTTP hop in front;
+  proxy    a minimal pass-through proxy (raw ASGI under the gateway's uvicorn settings,
+           forwarding bytes to vLLM with one shared httpx client): the floor for any
+           Python gateway process in front of vLLM;
+  gateway  the real gateway (authentication, validation, routing, litellm, metrics, log).
+
+From these: `litellm share` = litellm - vllm, `added` = gateway - vllm, and `ours` =
+gateway - litellm (what the gateway adds beyond litellm's in-process cost: the HTTP hop,
+FastAPI and our own per-request work). Non-streaming (1-token answers) and streaming (time to
+the first chunk with text, 8-token answers) are measured separately; p50 and p95 of each.
+
+Against a stack started with `make up` (or `loraplex up`) in another terminal:
 
     .venv/bin/python bench/gateway_overhead.py            # defaults: 127.0.0.1:8000 and :8100
     .venv/bin/python bench/gateway_overhead.py -n 200 --key "$KEY"
 
-The tenant key defaults to the demo tenant's (data/demo_key).
-Results: bench/results/gateway_overhead.json
+The tenant key defaults to DATA_DIR/demo_key, vLLM's key to DATA_DIR/vllm_key (`loraplex up`
+writes both). On its own, starting vLLM (serve.engine.launcher) and a gateway in a temporary
+data directory, and stopping both at the end:
+
+    .venv/bin/python bench/gateway_overhead.py --start -n 200
+
+The proxy always runs as a child process of this script. Results:
+bench/results/gateway_overhead.json
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
+import socket
+import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# This script's folder goes last: bench/retrieval.py must not shadow the retrieval package.
+BENCH = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH] + [str(BENCH)]
 from common import print_table, summary_ms, write_result  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[1]
 PROMPT = [{"role": "user", "content": "Say hello."}]
+PATHS = ("vllm", "litellm", "proxy", "gateway")
+MODES = ("non-streaming", "streaming (TTFT)")
 
-
-def one(client: httpx.Client, url: str, headers: dict[str, str], body: dict) -> float:
-    started = time.perf_counter()
-    if body.get("stream"):
-        with client.stream("POST", url, json=body, headers=headers) as resp:
-            resp.raise_for_status()
-            for line in resp.iter_lines():
-                # The first chunk often carries only the role and "content": "": wait for text.
-                if line.startswith("data:") and _has_text(line[5:]):
-                    return time.perf_counter() - started
-        return time.perf_counter() - started
-    resp = client.post(url, json=body, headers=headers)
-    resp.raise_for_status()
-    return time.perf_counter() - started
+Call = Callable[[dict[str, Any]], Awaitable[float]]
 
 
 def _has_text(data: str) -> bool:
@@ -53,54 +69,308 @@ def _has_text(data: str) -> bool:
     return any((c.get("delta") or {}).get("content") for c in choices)
 
 
+def http_call(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> Call:
+    """Seconds to the whole answer, or (streaming) to the first chunk with text."""
+
+    async def call(body: dict[str, Any]) -> float:
+        started = time.perf_counter()
+        if body.get("stream"):
+            first = None
+            async with client.stream("POST", url, json=body, headers=headers) as resp:
+                resp.raise_for_status()
+                async for line in resp.aiter_lines():
+                    # The first chunk often carries only the role and "content": "".
+                    if first is None and line.startswith("data:") and _has_text(line[5:]):
+                        first = time.perf_counter() - started
+            # Read to the end on every path, so each keeps its connections for reuse.
+            return first if first is not None else time.perf_counter() - started
+        resp = await client.post(url, json=body, headers=headers)
+        resp.raise_for_status()
+        return time.perf_counter() - started
+
+    return call
+
+
+def litellm_call(vllm: str, vllm_key: str | None) -> Call:
+    """`litellm.acompletion` as the gateway's single-replica path calls it."""
+    from serve.engine.client import PROVIDER, EngineClient
+
+    engine = EngineClient([vllm], timeout_s=120.0, num_retries=1, api_key=vllm_key)
+    lt, single = engine.litellm, dict(engine._single or {})
+
+    async def call(body: dict[str, Any]) -> float:
+        params = {k: v for k, v in body.items() if k not in ("model", "messages")}
+        started = time.perf_counter()
+        resp = await lt.acompletion(
+            model=f"{PROVIDER}/{body['model']}", messages=body["messages"], **single, **params
+        )
+        if body.get("stream"):
+            first = None
+            async for chunk in resp:
+                if first is None and any(getattr(c.delta, "content", None) for c in chunk.choices):
+                    first = time.perf_counter() - started
+            return first if first is not None else time.perf_counter() - started
+        return time.perf_counter() - started
+
+    return call
+
+
+# -- the pass-through proxy (a child process) ---------------------------------------------------
+
+
+def serve_proxy(port: int, vllm: str, vllm_key: str | None) -> None:
+    """Forward every request's bytes to vLLM and stream the answer back: nothing else."""
+    import uvicorn
+
+    auth = [(b"authorization", f"Bearer {vllm_key}".encode())] if vllm_key else []
+    client: httpx.AsyncClient | None = None
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        nonlocal client
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    client = httpx.AsyncClient(timeout=120)
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    if client is not None:
+                        await client.aclose()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        assert client is not None
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        request = client.build_request(
+            scope["method"],
+            vllm + scope["path"],
+            content=body,
+            headers=[(b"content-type", b"application/json"), *auth],
+        )
+        resp = await client.send(request, stream=True)
+        try:
+            headers = [(b"content-type", resp.headers.get("content-type", "").encode())]
+            await send(
+                {"type": "http.response.start", "status": resp.status_code, "headers": headers}
+            )
+            async for chunk in resp.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            await resp.aclose()
+
+    # The gateway's own server settings (serve.gateway.app.server_config): h11, no access log.
+    uvicorn.run(app, host="127.0.0.1", port=port, http="h11", access_log=False, log_level="warning")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes] | None, timeout_s: float = 300) -> None:
+    """Until `url` answers at all (any status), or the process died, or time ran out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited ({proc.returncode})")
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer in {timeout_s:g} s")
+
+
+def child(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, *args], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO
+        )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class Started:
+    """vLLM (launched as `loraplex up` launches it) and a gateway in a temporary data dir."""
+
+    def __init__(self, model_dir: Path) -> None:
+        from serve.engine.launcher import VllmServer
+        from serve.settings import Settings
+
+        self.tmp = tempfile.TemporaryDirectory(prefix="loraplex-bench-")
+        data = Path(self.tmp.name)
+        self.vllm_key = "lpx-vllm-bench-key"
+        self.settings = Settings.load(
+            data_dir=data,
+            model_dir=model_dir,
+            vllm_port=free_port(),
+            port=free_port(),
+            vllm_api_key=self.vllm_key,
+            vllm_max_model_len=2048,
+        )
+        self.vllm = VllmServer(self.settings, model_dir, data / "logs" / "vllm.log")
+        self.gateway: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Started:
+        s = self.settings
+        print(f"starting vLLM on {self.vllm.url} (about 30-60 s on a CPU)", flush=True)
+        self.vllm.start()
+        self.vllm.wait_ready()
+        # The gateway as `loraplex up --vllm-url` runs it (uvicorn, own process): it makes the
+        # demo tenant and writes its key to the data dir.
+        env = {
+            **os.environ,
+            "LORAPLEX_DATA_DIR": str(s.data_dir),
+            "LORAPLEX_MODEL_DIR": str(s.model_dir),
+            "LORAPLEX_VLLM_API_KEY": self.vllm_key,
+            "LORAPLEX_EMBEDDING_THREADS": "1",
+        }
+        log = s.data_dir / "logs" / "gateway.log"
+        cmd = ["-m", "serve.cli", "up", "--vllm-url", self.vllm.url, "--port", str(s.port)]
+        self.gateway = child(cmd, log, env)
+        wait_http(f"{self.gateway_url}/health", self.gateway)
+        return self
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.port}"
+
+    def __exit__(self, *exc: object) -> None:
+        if self.gateway is not None:
+            stop(self.gateway)
+        self.vllm.stop()
+        self.tmp.cleanup()
+
+
+# -- the measurement ---------------------------------------------------------------------------
+
+
+async def measure(
+    calls: dict[str, Call], model: str, n: int, max_tokens: int
+) -> dict[str, dict[str, list[float]]]:
+    samples: dict[str, dict[str, list[float]]] = {}
+    for mode in MODES:
+        stream = mode != "non-streaming"
+        body = {
+            "model": model,
+            "messages": PROMPT,
+            "max_tokens": 8 if stream else max_tokens,
+            "temperature": 0,
+            "stream": stream,
+        }
+        for _ in range(5):  # warm every path (connections, caches, vLLM's prefix cache)
+            for name in PATHS:
+                await calls[name](body)
+        got: dict[str, list[float]] = {name: [] for name in PATHS}
+        for i in range(n):
+            # Rotate the order, so no path always follows another's work.
+            order = PATHS[i % len(PATHS) :] + PATHS[: i % len(PATHS)]
+            for name in order:
+                got[name].append(await calls[name](body))
+        samples[mode] = got
+    return samples
+
+
+def report(samples: dict[str, dict[str, list[float]]], n: int) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    rows = []
+    for mode, got in samples.items():
+        s = {name: summary_ms(got[name]) for name in PATHS}
+        derived = {}
+        for q in ("p50_ms", "p95_ms"):
+            derived[q] = {
+                "litellm_share": round(s["litellm"][q] - s["vllm"][q], 2),
+                "proxy_added": round(s["proxy"][q] - s["vllm"][q], 2),
+                "added": round(s["gateway"][q] - s["vllm"][q], 2),
+                "ours": round(s["gateway"][q] - s["litellm"][q], 2),
+            }
+        results[mode] = {**s, "derived": derived}
+        for q, label in (("p50_ms", "p50"), ("p95_ms", "p95")):
+            d = derived[q]
+            rows.append(
+                [mode, label, *(s[name][q] for name in PATHS)]
+                + [d["litellm_share"], d["proxy_added"], d["added"], d["ours"]]
+            )
+    print_table(
+        f"gateway overhead (ms), n={n} per path and mode, interleaved",
+        ["mode", "q", "vLLM", "litellm", "proxy", "gateway"]
+        + ["litellm share", "proxy added", "gateway added", "ours"],
+        rows,
+    )
+    return results
+
+
+async def run(args: argparse.Namespace, gateway: str, key: str, vllm_key: str | None) -> Any:
+    vllm_headers = {"Authorization": f"Bearer {vllm_key}"} if vllm_key else {}
+    proxy_port = free_port()
+    log = Path(tempfile.gettempdir()) / f"loraplex-bench-proxy-{os.getpid()}.log"
+    proxy = child([__file__, "--serve-proxy", str(proxy_port), "--vllm", args.vllm], log,
+                  {**os.environ, "LORAPLEX_BENCH_VLLM_KEY": vllm_key or ""})  # fmt: skip
+    try:
+        wait_http(f"http://127.0.0.1:{proxy_port}/health", proxy, 60)
+        async with httpx.AsyncClient(timeout=120) as client:
+            path = "/v1/chat/completions"
+            calls = {
+                "vllm": http_call(client, f"{args.vllm}{path}", vllm_headers),
+                "litellm": litellm_call(args.vllm, vllm_key),
+                "proxy": http_call(client, f"http://127.0.0.1:{proxy_port}{path}", {}),
+                "gateway": http_call(
+                    client, f"{gateway}{path}", {"Authorization": f"Bearer {key}"}
+                ),
+            }
+            return await measure(calls, args.model, args.n, args.max_tokens)
+    finally:
+        stop(proxy)
+        log.unlink(missing_ok=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--gateway", default="http://127.0.0.1:8000")
     ap.add_argument("--vllm", default="http://127.0.0.1:8100")
-    ap.add_argument("--key", default=None, help="tenant key (default: data/demo_key)")
+    ap.add_argument("--data-dir", default="data", type=Path, help="where `make up` keeps keys")
+    ap.add_argument("--key", default=None, help="tenant key (default: DATA_DIR/demo_key)")
+    ap.add_argument("--vllm-key", default=None, help="vLLM's key (default: DATA_DIR/vllm_key)")
     ap.add_argument("--model", default="SmolLM2-135M-Instruct")
-    ap.add_argument("-n", type=int, default=100, help="requests per side and mode")
+    ap.add_argument("-n", type=int, default=100, help="requests per path and mode")
     ap.add_argument("--max-tokens", type=int, default=1, help="1 isolates the overhead")
+    ap.add_argument("--start", action="store_true", help="start vLLM and a gateway of its own")
+    ap.add_argument("--model-dir", type=Path, default=REPO / "data/models/SmolLM2-135M-Instruct")
+    ap.add_argument("--label", default="", help="kept in the JSON (e.g. a commit)")
+    ap.add_argument("--serve-proxy", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    key = args.key or Path("data/demo_key").read_text().strip()
-    gw_headers = {"Authorization": f"Bearer {key}"}
-    results: dict[str, dict] = {}
-    rows = []
-    with httpx.Client(timeout=120) as client:
-        for mode in ("non-streaming", "streaming (TTFT)"):
-            body = {
-                "model": args.model,
-                "messages": PROMPT,
-                "max_tokens": args.max_tokens if mode == "non-streaming" else 8,
-                "temperature": 0,
-                "stream": mode != "non-streaming",
-            }
-            for _ in range(5):  # warm both paths
-                one(client, f"{args.vllm}/v1/chat/completions", {}, body)
-                one(client, f"{args.gateway}/v1/chat/completions", gw_headers, body)
-            direct, gateway = [], []
-            for i in range(args.n):
-                # Alternate which side goes first, so neither always follows the other's work.
-                pair = [(direct, f"{args.vllm}/v1/chat/completions", {}),
-                        (gateway, f"{args.gateway}/v1/chat/completions", gw_headers)]  # fmt: skip
-                for samples, url, headers in pair if i % 2 == 0 else pair[::-1]:
-                    samples.append(one(client, url, headers, body))
-            d, g = summary_ms(direct), summary_ms(gateway)
-            added = round(g["p50_ms"] - d["p50_ms"], 2)
-            added95 = round(g["p95_ms"] - d["p95_ms"], 2)
-            results[mode] = {
-                "direct": d,
-                "gateway": g,
-                "added_p50_ms": added,
-                "added_p95_ms": added95,
-            }
-            rows.append([mode, d["p50_ms"], g["p50_ms"], added, d["p95_ms"], g["p95_ms"], added95])
-    print_table(
-        f"gateway overhead, n={args.n} per side, interleaved",
-        ["mode", "vLLM p50", "gateway p50", "added p50", "vLLM p95", "gateway p95", "added p95"],
-        rows,
+    if args.serve_proxy is not None:
+        serve_proxy(args.serve_proxy, args.vllm, os.environ.get("LORAPLEX_BENCH_VLLM_KEY") or None)
+        return
+    if args.start:
+        with Started(args.model_dir) as stack:
+            args.vllm = stack.vllm.url
+            key = (stack.settings.data_dir / "demo_key").read_text().strip()
+            samples = asyncio.run(run(args, stack.gateway_url, key, stack.vllm_key))
+    else:
+        key = args.key or (args.data_dir / "demo_key").read_text().strip()
+        vllm_key = args.vllm_key
+        if vllm_key is None and (args.data_dir / "vllm_key").is_file():
+            vllm_key = (args.data_dir / "vllm_key").read_text().strip()
+        samples = asyncio.run(run(args, args.gateway, key, vllm_key))
+    results = report(samples, args.n)
+    path = write_result(
+        "gateway_overhead",
+        {"n": args.n, "started": args.start, "label": args.label, "results": results},
     )
-    path = write_result("gateway_overhead", {"n": args.n, "results": results})
     print(f"wrote {path}")
 
 
