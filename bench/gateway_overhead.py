@@ -55,7 +55,6 @@ from common import print_table, summary_ms, write_result  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPT = [{"role": "user", "content": "Say hello."}]
-PATHS = ("vllm", "litellm", "proxy", "gateway")
 MODES = ("non-streaming", "streaming (TTFT)")
 
 Call = Callable[[dict[str, Any]], Awaitable[float]]
@@ -204,9 +203,11 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 class Started:
-    """vLLM (launched as `loraplex up` launches it) and a gateway in a temporary data dir."""
+    """vLLM (launched as `loraplex up` launches it) and a gateway in a temporary data dir;
+    with `baseline_tree`, a second gateway on the same vLLM and data, run from that checkout's
+    code (to compare two versions of the gateway in one interleaved run)."""
 
-    def __init__(self, model_dir: Path) -> None:
+    def __init__(self, model_dir: Path, baseline_tree: Path | None = None) -> None:
         from serve.engine.launcher import VllmServer
         from serve.settings import Settings
 
@@ -217,40 +218,54 @@ class Started:
             data_dir=data,
             model_dir=model_dir,
             vllm_port=free_port(),
-            port=free_port(),
             vllm_api_key=self.vllm_key,
             vllm_max_model_len=2048,
         )
         self.vllm = VllmServer(self.settings, model_dir, data / "logs" / "vllm.log")
-        self.gateway: subprocess.Popen[bytes] | None = None
+        self.baseline_tree = baseline_tree
+        self.gateways: dict[str, str] = {}  # name: URL
+        self.procs: list[subprocess.Popen[bytes]] = []
 
     def __enter__(self) -> Started:
-        s = self.settings
         print(f"starting vLLM on {self.vllm.url} (about 30-60 s on a CPU)", flush=True)
         self.vllm.start()
-        self.vllm.wait_ready()
-        # The gateway as `loraplex up --vllm-url` runs it (uvicorn, own process): it makes the
-        # demo tenant and writes its key to the data dir.
+        try:
+            self.vllm.wait_ready()
+            self._gateway("gateway", REPO)
+            if self.baseline_tree is not None:
+                self._gateway("baseline", self.baseline_tree)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _gateway(self, name: str, tree: Path) -> None:
+        """A gateway as `loraplex up --vllm-url` runs it (uvicorn, its own process), from the
+        code in `tree`; the first one makes the demo tenant and writes its key."""
+        s = self.settings
+        port = free_port()
         env = {
             **os.environ,
+            "PYTHONPATH": str(tree),
             "LORAPLEX_DATA_DIR": str(s.data_dir),
             "LORAPLEX_MODEL_DIR": str(s.model_dir),
             "LORAPLEX_VLLM_API_KEY": self.vllm_key,
             "LORAPLEX_EMBEDDING_THREADS": "1",
         }
-        log = s.data_dir / "logs" / "gateway.log"
-        cmd = ["-m", "serve.cli", "up", "--vllm-url", self.vllm.url, "--port", str(s.port)]
-        self.gateway = child(cmd, log, env)
-        wait_http(f"{self.gateway_url}/health", self.gateway)
-        return self
-
-    @property
-    def gateway_url(self) -> str:
-        return f"http://{self.settings.host}:{self.settings.port}"
+        log = s.data_dir / "logs" / f"{name}.log"
+        cmd = [sys.executable, "-m", "serve.cli", "up", "--vllm-url", self.vllm.url]
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                [*cmd, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tree
+            )
+        self.procs.append(proc)
+        url = f"http://{s.host}:{port}"
+        wait_http(f"{url}/health", proc)
+        self.gateways[name] = url
 
     def __exit__(self, *exc: object) -> None:
-        if self.gateway is not None:
-            stop(self.gateway)
+        for proc in self.procs:
+            stop(proc)
         self.vllm.stop()
         self.tmp.cleanup()
 
@@ -259,9 +274,11 @@ class Started:
 
 
 async def measure(
-    calls: dict[str, Call], model: str, n: int, max_tokens: int
+    calls: dict[str, Call], model: str, n: int, max_tokens: int, on_mode: Callable[..., None]
 ) -> dict[str, dict[str, list[float]]]:
+    """Samples per mode and path; a request that fails is counted (`errors`), not timed."""
     samples: dict[str, dict[str, list[float]]] = {}
+    names = list(calls)
     for mode in MODES:
         stream = mode != "non-streaming"
         body = {
@@ -272,69 +289,95 @@ async def measure(
             "stream": stream,
         }
         for _ in range(5):  # warm every path (connections, caches, vLLM's prefix cache)
-            for name in PATHS:
+            for name in names:
                 await calls[name](body)
-        got: dict[str, list[float]] = {name: [] for name in PATHS}
+        got: dict[str, list[float]] = {name: [] for name in names}
+        errors: dict[str, int] = dict.fromkeys(names, 0)
         for i in range(n):
             # Rotate the order, so no path always follows another's work.
-            order = PATHS[i % len(PATHS) :] + PATHS[: i % len(PATHS)]
-            for name in order:
-                got[name].append(await calls[name](body))
+            for name in names[i % len(names) :] + names[: i % len(names)]:
+                try:
+                    got[name].append(await calls[name](body))
+                except Exception as exc:  # noqa: BLE001 - a failure is reported, not fatal
+                    errors[name] += 1
+                    print(f"{mode} {name}: {type(exc).__name__}: {exc}", flush=True)
+            if (i + 1) % 25 == 0:
+                print(f"{mode}: {i + 1}/{n}", flush=True)
         samples[mode] = got
+        on_mode(mode, got, errors)
     return samples
 
 
-def report(samples: dict[str, dict[str, list[float]]], n: int) -> dict[str, Any]:
-    results: dict[str, Any] = {}
+def summarize(got: dict[str, list[float]], errors: dict[str, int]) -> dict[str, Any]:
+    """Per path p50/p95, and per gateway its shares: litellm's, the proxy's, ours."""
+    s: dict[str, Any] = {name: {**summary_ms(v), "errors": errors[name]} for name, v in got.items()}
+    for q in ("p50_ms", "p95_ms"):
+        s[f"derived_{q}"] = {
+            "litellm_share": round(s["litellm"][q] - s["vllm"][q], 2),
+            "proxy_added": round(s["proxy"][q] - s["vllm"][q], 2),
+        }
+        for gw in (name for name in got if name not in ("vllm", "litellm", "proxy")):
+            s[f"derived_{q}"][f"{gw}_added"] = round(s[gw][q] - s["vllm"][q], 2)
+            s[f"derived_{q}"][f"{gw}_ours"] = round(s[gw][q] - s["litellm"][q], 2)
+    return s
+
+
+def report(results: dict[str, Any], n: int) -> None:
+    gateways = [k for k in next(iter(results.values())) if k not in ("vllm", "litellm", "proxy")]
+    gateways = [g for g in gateways if not g.startswith("derived")]
     rows = []
-    for mode, got in samples.items():
-        s = {name: summary_ms(got[name]) for name in PATHS}
-        derived = {}
-        for q in ("p50_ms", "p95_ms"):
-            derived[q] = {
-                "litellm_share": round(s["litellm"][q] - s["vllm"][q], 2),
-                "proxy_added": round(s["proxy"][q] - s["vllm"][q], 2),
-                "added": round(s["gateway"][q] - s["vllm"][q], 2),
-                "ours": round(s["gateway"][q] - s["litellm"][q], 2),
-            }
-        results[mode] = {**s, "derived": derived}
+    for mode, s in results.items():
         for q, label in (("p50_ms", "p50"), ("p95_ms", "p95")):
-            d = derived[q]
-            rows.append(
-                [mode, label, *(s[name][q] for name in PATHS)]
-                + [d["litellm_share"], d["proxy_added"], d["added"], d["ours"]]
-            )
-    print_table(
-        f"gateway overhead (ms), n={n} per path and mode, interleaved",
-        ["mode", "q", "vLLM", "litellm", "proxy", "gateway"]
-        + ["litellm share", "proxy added", "gateway added", "ours"],
-        rows,
-    )
-    return results
+            d = s[f"derived_{q}"]
+            row = [mode, label, s["vllm"][q], s["litellm"][q], s["proxy"][q]]
+            row += [s[g][q] for g in gateways] + [d["litellm_share"], d["proxy_added"]]
+            for g in gateways:
+                row += [d[f"{g}_added"], d[f"{g}_ours"]]
+            rows.append(row)
+    columns = ["mode", "q", "vLLM", "litellm", "proxy", *gateways, "litellm share", "proxy added"]
+    for g in gateways:
+        columns += [f"{g} added", f"{g} ours"]
+    print_table(f"gateway overhead (ms), n={n} per path and mode, interleaved", columns, rows)
 
 
-async def run(args: argparse.Namespace, gateway: str, key: str, vllm_key: str | None) -> Any:
+async def run(
+    args: argparse.Namespace, gateways: dict[str, str], key: str, vllm_key: str | None
+) -> dict[str, Any]:
     vllm_headers = {"Authorization": f"Bearer {vllm_key}"} if vllm_key else {}
     proxy_port = free_port()
     log = Path(tempfile.gettempdir()) / f"loraplex-bench-proxy-{os.getpid()}.log"
-    proxy = child([__file__, "--serve-proxy", str(proxy_port), "--vllm", args.vllm], log,
-                  {**os.environ, "LORAPLEX_BENCH_VLLM_KEY": vllm_key or ""})  # fmt: skip
+    env = {**os.environ, "LORAPLEX_BENCH_VLLM_KEY": vllm_key or ""}
+    proxy = child([__file__, "--serve-proxy", str(proxy_port), "--vllm", args.vllm], log, env)
+    results: dict[str, Any] = {}
+
+    def on_mode(mode: str, got: dict[str, list[float]], errors: dict[str, int]) -> None:
+        results[mode] = summarize(got, errors)
+        save(args, results)  # a later failure keeps what was measured
+
     try:
         wait_http(f"http://127.0.0.1:{proxy_port}/health", proxy, 60)
-        async with httpx.AsyncClient(timeout=120) as client:
+        async with httpx.AsyncClient(timeout=args.timeout) as client:
             path = "/v1/chat/completions"
+            auth = {"Authorization": f"Bearer {key}"}
             calls = {
                 "vllm": http_call(client, f"{args.vllm}{path}", vllm_headers),
                 "litellm": litellm_call(args.vllm, vllm_key),
                 "proxy": http_call(client, f"http://127.0.0.1:{proxy_port}{path}", {}),
-                "gateway": http_call(
-                    client, f"{gateway}{path}", {"Authorization": f"Bearer {key}"}
-                ),
             }
-            return await measure(calls, args.model, args.n, args.max_tokens)
+            for name, url in gateways.items():
+                calls[name] = http_call(client, f"{url}{path}", auth)
+            await measure(calls, args.model, args.n, args.max_tokens, on_mode)
     finally:
         stop(proxy)
         log.unlink(missing_ok=True)
+    return results
+
+
+def save(args: argparse.Namespace, results: dict[str, Any]) -> Path:
+    return write_result(
+        "gateway_overhead",
+        {"n": args.n, "started": args.start, "label": args.label, "results": results},
+    )
 
 
 def main() -> None:
@@ -347,8 +390,15 @@ def main() -> None:
     ap.add_argument("--model", default="SmolLM2-135M-Instruct")
     ap.add_argument("-n", type=int, default=100, help="requests per path and mode")
     ap.add_argument("--max-tokens", type=int, default=1, help="1 isolates the overhead")
+    ap.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     ap.add_argument("--start", action="store_true", help="start vLLM and a gateway of its own")
     ap.add_argument("--model-dir", type=Path, default=REPO / "data/models/SmolLM2-135M-Instruct")
+    ap.add_argument(
+        "--baseline",
+        default=None,
+        help="also measure this gateway: a URL, or with --start a checkout whose code\n"
+        "runs a second gateway (e.g. `git worktree add /tmp/base main`)",
+    )
     ap.add_argument("--label", default="", help="kept in the JSON (e.g. a commit)")
     ap.add_argument("--serve-proxy", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -356,22 +406,22 @@ def main() -> None:
         serve_proxy(args.serve_proxy, args.vllm, os.environ.get("LORAPLEX_BENCH_VLLM_KEY") or None)
         return
     if args.start:
-        with Started(args.model_dir) as stack:
+        baseline = Path(args.baseline).resolve() if args.baseline else None
+        with Started(args.model_dir, baseline) as stack:
             args.vllm = stack.vllm.url
             key = (stack.settings.data_dir / "demo_key").read_text().strip()
-            samples = asyncio.run(run(args, stack.gateway_url, key, stack.vllm_key))
+            results = asyncio.run(run(args, stack.gateways, key, stack.vllm_key))
     else:
         key = args.key or (args.data_dir / "demo_key").read_text().strip()
         vllm_key = args.vllm_key
         if vllm_key is None and (args.data_dir / "vllm_key").is_file():
             vllm_key = (args.data_dir / "vllm_key").read_text().strip()
-        samples = asyncio.run(run(args, args.gateway, key, vllm_key))
-    results = report(samples, args.n)
-    path = write_result(
-        "gateway_overhead",
-        {"n": args.n, "started": args.start, "label": args.label, "results": results},
-    )
-    print(f"wrote {path}")
+        gateways = {"gateway": args.gateway}
+        if args.baseline:
+            gateways["baseline"] = args.baseline
+        results = asyncio.run(run(args, gateways, key, vllm_key))
+    report(results, args.n)
+    print(f"wrote {save(args, results)}")
 
 
 if __name__ == "__main__":

@@ -206,8 +206,8 @@ def top(profiler: cProfile.Profile, n_requests: int, key: str, count: int) -> li
     rows = []
     for (file, line, func), (_cc, ncalls, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
         where = f"{_short(file)}:{line}({func})"
-        rows.append([where, round(ncalls / n_requests, 1), round(tt / n_requests * 1e6, 1),
-                     round(ct / n_requests * 1e6, 1)])  # fmt: skip
+        per_request = [ncalls / n_requests, tt / n_requests * 1e6, ct / n_requests * 1e6]
+        rows.append([where, *(round(x, 1) for x in per_request)])
     rows.sort(key=lambda r: r[2] if key == "tottime" else r[3], reverse=True)
     return rows[:count]
 
