@@ -51,7 +51,7 @@ import httpx
 # This script's folder goes last: bench/retrieval.py must not shadow the retrieval package.
 BENCH = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH] + [str(BENCH)]
-from common import print_table, summary_ms, write_result  # noqa: E402
+from common import pct, print_table, summary_ms, write_result  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPT = [{"role": "user", "content": "Say hello."}]
@@ -275,9 +275,9 @@ class Started:
 
 async def measure(
     calls: dict[str, Call], model: str, n: int, max_tokens: int, on_mode: Callable[..., None]
-) -> dict[str, dict[str, list[float]]]:
+) -> dict[str, dict[str, list[float | None]]]:
     """Samples per mode and path; a request that fails is counted (`errors`), not timed."""
-    samples: dict[str, dict[str, list[float]]] = {}
+    samples: dict[str, dict[str, list[float | None]]] = {}
     names = list(calls)
     for mode in MODES:
         stream = mode != "non-streaming"
@@ -291,16 +291,18 @@ async def measure(
         for _ in range(5):  # warm every path (connections, caches, vLLM's prefix cache)
             for name in names:
                 await calls[name](body)
-        got: dict[str, list[float]] = {name: [] for name in names}
+        got: dict[str, list[float | None]] = {name: [] for name in names}
         errors: dict[str, int] = dict.fromkeys(names, 0)
         for i in range(n):
             # Rotate the order, so no path always follows another's work.
             for name in names[i % len(names) :] + names[: i % len(names)]:
                 try:
-                    got[name].append(await calls[name](body))
+                    sample: float | None = await calls[name](body)
                 except Exception as exc:  # noqa: BLE001 - a failure is reported, not fatal
+                    sample = None  # kept as a gap, so rounds stay aligned across paths
                     errors[name] += 1
                     print(f"{mode} {name}: {type(exc).__name__}: {exc}", flush=True)
+                got[name].append(sample)
             if (i + 1) % 25 == 0:
                 print(f"{mode}: {i + 1}/{n}", flush=True)
         samples[mode] = got
@@ -308,23 +310,37 @@ async def measure(
     return samples
 
 
-def summarize(got: dict[str, list[float]], errors: dict[str, int]) -> dict[str, Any]:
-    """Per path p50/p95, and per gateway its shares: litellm's, the proxy's, ours."""
-    s: dict[str, Any] = {name: {**summary_ms(v), "errors": errors[name]} for name, v in got.items()}
-    for q in ("p50_ms", "p95_ms"):
-        s[f"derived_{q}"] = {
-            "litellm_share": round(s["litellm"][q] - s["vllm"][q], 2),
-            "proxy_added": round(s["proxy"][q] - s["vllm"][q], 2),
-        }
-        for gw in (name for name in got if name not in ("vllm", "litellm", "proxy")):
-            s[f"derived_{q}"][f"{gw}_added"] = round(s[gw][q] - s["vllm"][q], 2)
-            s[f"derived_{q}"][f"{gw}_ours"] = round(s[gw][q] - s["litellm"][q], 2)
+def summarize(got: dict[str, list[float | None]], errors: dict[str, int]) -> dict[str, Any]:
+    """Per path p50/p95 (failed requests left out), and per gateway its shares: litellm's,
+    the proxy's, ours. The shares are paired: the difference of two paths within each
+    round (they ran back to back), then its median and 95th percentile: steadier than the
+    difference of two p50s when the machine's load drifts."""
+    s: dict[str, Any] = {
+        name: {**summary_ms([x for x in v if x is not None]), "errors": errors[name]}
+        for name, v in got.items()
+    }
+
+    def paired(a: str, b: str, q: float) -> float:
+        pairs = zip(got[a], got[b], strict=True)
+        return round(
+            pct([(x - y) * 1000 for x, y in pairs if x is not None and y is not None], q), 2
+        )
+
+    shares = {"litellm_share": ("litellm", "vllm"), "proxy_added": ("proxy", "vllm")}
+    for gw in (name for name in got if name not in ("vllm", "litellm", "proxy")):
+        shares[f"{gw}_added"] = (gw, "vllm")
+        shares[f"{gw}_ours"] = (gw, "litellm")
+    for key, q in (("p50_ms", 50), ("p95_ms", 95)):
+        s[f"derived_{key}"] = {name: paired(a, b, q) for name, (a, b) in shares.items()}
+    s["samples_ms"] = {
+        name: [None if x is None else round(x * 1000, 3) for x in v] for name, v in got.items()
+    }
     return s
 
 
 def report(results: dict[str, Any], n: int) -> None:
     gateways = [k for k in next(iter(results.values())) if k not in ("vllm", "litellm", "proxy")]
-    gateways = [g for g in gateways if not g.startswith("derived")]
+    gateways = [g for g in gateways if not g.startswith(("derived", "samples"))]
     rows = []
     for mode, s in results.items():
         for q, label in (("p50_ms", "p50"), ("p95_ms", "p95")):
@@ -337,7 +353,8 @@ def report(results: dict[str, Any], n: int) -> None:
     columns = ["mode", "q", "vLLM", "litellm", "proxy", *gateways, "litellm share", "proxy added"]
     for g in gateways:
         columns += [f"{g} added", f"{g} ours"]
-    print_table(f"gateway overhead (ms), n={n} per path and mode, interleaved", columns, rows)
+    title = f"gateway overhead (ms), n={n} per path and mode, interleaved; shares paired by round"
+    print_table(title, columns, rows)
 
 
 async def run(
@@ -350,7 +367,7 @@ async def run(
     proxy = child([__file__, "--serve-proxy", str(proxy_port), "--vllm", args.vllm], log, env)
     results: dict[str, Any] = {}
 
-    def on_mode(mode: str, got: dict[str, list[float]], errors: dict[str, int]) -> None:
+    def on_mode(mode: str, got: dict[str, list[float | None]], errors: dict[str, int]) -> None:
         results[mode] = summarize(got, errors)
         save(args, results)  # a later failure keeps what was measured
 
