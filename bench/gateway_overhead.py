@@ -13,8 +13,10 @@ the four in a rotated order, so every path sees the same machine load):
 
 From these: `litellm share` = litellm - vllm, `added` = gateway - vllm, and `ours` =
 gateway - litellm (what the gateway adds beyond litellm's in-process cost: the HTTP hop,
-FastAPI and our own per-request work). Non-streaming (1-token answers) and streaming (time to
-the first chunk with text, 8-token answers) are measured separately; p50 and p95 of each.
+FastAPI and our own per-request work). The shares are paired: each round's difference of the
+two paths, then its median (p50 row) and 95th percentile (p95 row). Non-streaming (1-token
+answers) and streaming (time to the first chunk with text, 8-token answers) are measured
+separately. A failed request is counted per path and left out, not fatal.
 
 Against a stack started with `make up` (or `loraplex up`) in another terminal:
 
@@ -26,6 +28,12 @@ writes both). On its own, starting vLLM (serve.engine.launcher) and a gateway in
 data directory, and stopping both at the end:
 
     .venv/bin/python bench/gateway_overhead.py --start -n 200
+
+Two versions of the gateway in one run (a fifth path, `baseline`): `--baseline URL` against
+running stacks, or with --start a checkout whose code runs a second gateway on the same vLLM:
+
+    git archive main | tar -x -C /tmp/base
+    .venv/bin/python bench/gateway_overhead.py --start --baseline /tmp/base -n 200
 
 The proxy always runs as a child process of this script. Results:
 bench/results/gateway_overhead.json
