@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
-EXTRAS ?= cpu,dev
+EXTRAS ?= cpu,dev,postgres
 comma  := ,
 # One stamp per set of extras: switching EXTRAS re-runs the install.
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))

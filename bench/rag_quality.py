@@ -29,7 +29,9 @@ answers), replies that obey a document's take-over attempt, and latency per ques
                                          #  VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)
 
 (b) Against a running gateway (a tenant per template with that template in its policy,
-    documents through POST /v1/documents, chat with model "auto" and loraplex.route):
+    documents through POST /v1/documents, chat with model "auto" and loraplex.route forced to
+    each path, plus an `auto` row where the router decides; coverage, assembly and grounding
+    are the gateway's own):
 
     .venv/bin/python bench/rag_quality.py --gateway http://127.0.0.1:8000 --admin-key K
 
@@ -225,6 +227,8 @@ class Gateway:
         }
         if route.name == "combined":
             body["loraplex"] = {"route": "combined", "adapter": route.model}
+        elif route.name == "auto":  # the router decides; the default template serves rag
+            body["loraplex"] = {"top_k": self.args.top_k}
         started = time.perf_counter()
         resp = await self.http.post(
             "/v1/chat/completions",
@@ -361,6 +365,8 @@ def main() -> None:
         routes += [Route(f"rag:{t}", t, args.model) for t in templates]
         if adapter:
             routes.append(Route("combined", DEFAULT_TEMPLATE, adapter))
+        if args.gateway:
+            routes.append(Route("auto", DEFAULT_TEMPLATE, args.model))
         try:
             outcomes = asyncio.run(measure(runner, routes, corpus.questions, args.concurrency))
         finally:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,9 +83,11 @@ def ingest_batch(
     batch: list[Prepared],
     report: IngestReport,
     lexical: LexicalIndex | None = None,
+    before_write: Callable[[], None] = lambda: None,
 ) -> None:
     """Add or replace the batch's documents in `col`, counting into `report`; `lexical` (the
-    tenant's BM25 index) follows each change right after Chroma took it."""
+    tenant's BM25 index) follows each change right after Chroma took it; `before_write` is
+    called before each change to `col`."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     latest = {doc.doc_id: (doc, chunks) for doc, chunks in batch}  # a repeated id: the last wins
     have = get_all(col, ["metadatas"], where={"doc_id": {"$in": list(latest)}})
@@ -143,6 +145,7 @@ def ingest_batch(
             )
     if ids:
         vectors = embedder.embed(inputs)
+        before_write()
         for i in range(0, len(ids), UPSERT_BATCH):
             j = i + UPSERT_BATCH
             col.upsert(
@@ -153,11 +156,13 @@ def ingest_batch(
                 lexical.add(ids[i:j], texts[i:j], stored)
         report.added += len(ids)
     if moved:
+        before_write()
         # Chroma merges the given keys into the stored metadata.
         col.update(ids=list(moved), metadatas=[{"position": p} for p in moved.values()])
         if lexical is not None:
             lexical.update_metadata({cid: {"position": p} for cid, p in moved.items()})
     if stale:
+        before_write()
         col.delete(ids=stale)
         if lexical is not None:
             lexical.remove(stale)
@@ -165,7 +170,11 @@ def ingest_batch(
 
 
 def drop_unlisted(
-    col: Any, docs: list[Document], report: IngestReport, lexical: LexicalIndex | None = None
+    col: Any,
+    docs: list[Document],
+    report: IngestReport,
+    lexical: LexicalIndex | None = None,
+    before_write: Callable[[], None] = lambda: None,
 ) -> None:
     """Delete documents that earlier ingests took from these files and that they no longer hold
     (records removed from a JSONL file, or records without an id whose text changed)."""
@@ -181,6 +190,8 @@ def drop_unlisted(
         for cid, meta in zip(have["ids"], have["metadatas"], strict=True)
         if str(meta["doc_id"]) not in listed[str(meta["ingested_from"])]
     ]
+    if stale:
+        before_write()
     for i in range(0, len(stale), UPSERT_BATCH):
         col.delete(ids=stale[i : i + UPSERT_BATCH])
         if lexical is not None:

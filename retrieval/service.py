@@ -20,7 +20,7 @@ import logging
 import shutil
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -57,17 +57,21 @@ class RetrievalService:
         bm25_dir: Path,
         chroma_path: Path | None = None,
         chroma_url: str | None = None,
+        chroma_token: str | None = None,
         embedder: Embedder | None = None,
         max_file_bytes: int = 32 << 20,
         chunk_tokens: int = 200,
         overlap: int = 40,
     ) -> None:
         """`chroma_url` selects server mode (replicas share it); else embedded at `chroma_path`.
+        `chroma_token`: sent to the server as a bearer token, where it asks for one.
 
         `bm25_dir` holds one BM25 index per tenant; `max_file_bytes` bounds one file;
         `chunk_tokens` and `overlap` size the chunks (see `chunking.chunk_text`).
         """
-        self.store = ChromaStore(chroma_path if not chroma_url else None, chroma_url or None)
+        self.store = ChromaStore(
+            chroma_path if not chroma_url else None, chroma_url or None, token=chroma_token
+        )
         self.bm25_dir = Path(bm25_dir)
         self.embedder: Embedder = embedder or SentenceTransformerEmbedder()
         self.max_file_bytes = max_file_bytes
@@ -129,12 +133,21 @@ class RetrievalService:
             except OSError as exc:  # a snapshot only speeds up start-up; another process won
                 log.info("BM25 snapshot for %s not written: %s", tenant, exc)
 
-    def _finish_write(self, tenant: str, col: Any, index: bm25.LexicalIndex, ok: bool) -> None:
+    def _begin_write(self, col: Any) -> _Pending:
+        """What a write calls before each change to `col`: the first call gives the collection
+        a version no BM25 index holds, so a writer killed half-way leaves every index behind
+        (each catches up by diffing ids) instead of equal to a collection that changed."""
+        return _Pending(lambda: self.store.bump_version(col))
+
+    def _finish_write(
+        self, tenant: str, col: Any, index: bm25.LexicalIndex, ok: bool, pending: _Pending
+    ) -> None:
         """Give the collection a new version and leave the index at it (after a failed write,
         by diffing with what Chroma holds)."""
         before = version(self.store.collection(tenant, self.embedder.name, create=False) or col)
         new = self.store.bump_version(col)
-        if ok and before == index.version and (self.store.embedded or len(index) == col.count()):
+        alone = before == pending.version  # nobody else wrote since this write began
+        if ok and alone and (self.store.embedded or len(index) == col.count()):
             index.version = new
         else:
             # A failed write, or (server mode) another replica wrote meanwhile: diff.
@@ -154,20 +167,21 @@ class RetrievalService:
         report = IngestReport()
         with self._writing(tenant), self._collection(tenant, create=True) as col:
             index = self._lexical_for(tenant, col)
+            pending = self._begin_write(col)
             failed = True
             try:
                 with progress_bar(progress, len(docs)) as advance:
                     for start in range(0, len(prepared), INGEST_BATCH):
                         batch = prepared[start : start + INGEST_BATCH]
-                        ingest_batch(col, self.embedder, batch, report, index)
+                        ingest_batch(col, self.embedder, batch, report, index, pending)
                         advance(len(batch))
                 # Only after every batch landed: a failed ingest must not delete what it has
                 # not replaced yet.
-                drop_unlisted(col, docs, report, index)
+                drop_unlisted(col, docs, report, index, pending)
                 failed = False
             finally:
-                if failed or report.added or report.removed:
-                    self._finish_write(tenant, col, index, ok=not failed)
+                if pending.version is not None:
+                    self._finish_write(tenant, col, index, not failed, pending)
         return report
 
     def ingest_bytes(self, tenant: str, filename: str, data: bytes) -> IngestReport:
@@ -221,12 +235,15 @@ class RetrievalService:
             ids = col.get(where=where, include=[])["ids"]
             if ids:
                 ok = False
+                pending = self._begin_write(col)
                 try:
+                    pending()
                     col.delete(ids=ids)
                     index.remove(ids)
                     ok = True
                 finally:
-                    self._finish_write(tenant, col, index, ok)
+                    if pending.version is not None:
+                        self._finish_write(tenant, col, index, ok, pending)
             return len(ids)
 
     # -- read ---------------------------------------------------------------------------------
@@ -272,3 +289,15 @@ class RetrievalService:
                 where=where,
                 mode=mode,
             )
+
+
+class _Pending:
+    """Marks a collection as being written, once, before its first change (see `_begin_write`)."""
+
+    def __init__(self, mark: Callable[[], str]) -> None:
+        self._mark = mark
+        self.version: str | None = None  # the version the mark set; None: nothing changed yet
+
+    def __call__(self) -> None:
+        if self.version is None:
+            self.version = self._mark()

@@ -161,6 +161,8 @@ class _Shared:
     reopen_s: float = 0.0
 
 
+# Sends `Authorization: Bearer <token>` on every call to the server.
+TOKEN_AUTH_CLIENT = "chromadb.auth.token_authn.TokenAuthClientProvider"
 _SHARED: dict[str, _Shared] = {}
 _SHARED_LOCK = threading.Lock()
 
@@ -173,11 +175,15 @@ def _shared(key: str) -> _Shared:
 class ChromaStore:
     """Lazily opened Chroma client plus the per-tenant collection rules."""
 
-    def __init__(self, path: Path | None = None, url: str | None = None) -> None:
+    def __init__(
+        self, path: Path | None = None, url: str | None = None, token: str | None = None
+    ) -> None:
+        """`token`: a server's bearer token (Chroma's token auth client sends it)."""
         if (path is None) == (url is None):
             raise ValueError("give exactly one of a Chroma path (embedded) or URL (server)")
         self.path = Path(path) if path is not None else None
         self.url = url
+        self.token = token
         key = url if url else str(Path(path).resolve())  # type: ignore[arg-type]
         self._shared = _shared(key)
 
@@ -195,6 +201,12 @@ class ChromaStore:
                 from chromadb.config import Settings as ChromaSettings
 
                 settings = ChromaSettings(anonymized_telemetry=False)
+                if self.url and self.token:
+                    settings = ChromaSettings(
+                        anonymized_telemetry=False,
+                        chroma_client_auth_provider=TOKEN_AUTH_CLIENT,
+                        chroma_client_auth_credentials=self.token,
+                    )
                 if self.url:
                     url = urlparse(self.url)
                     shared.client = chromadb.HttpClient(

@@ -20,6 +20,7 @@ from serve.admin.tenants import TenantAdmin
 from serve.feedback.service import FeedbackService
 from serve.monitor.canary import CanaryService, Rollout
 from serve.monitor.service import Monitor
+from serve.quotas import QuotaLimiter
 from serve.routing import Router
 from serve.routing.caches import AdapterCatalog, CachedEmbedder
 from serve.routing.calibration import Calibration
@@ -77,6 +78,7 @@ class Services:
             bm25_dir=s.data_dir / "bm25",
             chroma_path=None if s.chroma_url else s.chroma_dir,
             chroma_url=s.chroma_url,
+            chroma_token=s.chroma_token.get_secret_value() if s.chroma_token else None,
             embedder=self.embedder,
             max_file_bytes=s.max_upload_bytes,
         )
@@ -156,3 +158,8 @@ class Services:
     def rollout(self) -> Rollout:
         """The per-request split between prod versions and running canaries."""
         return Rollout(self.registry)
+
+    @cached_property
+    def quotas(self) -> QuotaLimiter:
+        """Per-tenant quotas, counted in the database every gateway replica shares."""
+        return QuotaLimiter(self.db, stream_lease_s=max(600.0, 2 * self.settings.request_timeout_s))

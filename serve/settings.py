@@ -136,6 +136,11 @@ class Settings(BaseSettings):
 
     # -- retrieval ----------------------------------------------------------------------------
     chroma_url: str | None = Field(None, description="Chroma server URL; unset: embedded store.")
+    chroma_token: SecretStr | None = Field(
+        None,
+        description="Token sent to the Chroma server as `Authorization: Bearer <token>` (Chroma's "
+        "token auth client; the k8s manifests put a proxy that checks it in front of Chroma).",
+    )
     embedding_model: Path | None = Field(
         None, description="Local sentence-transformers dir; default the bundled all-MiniLM-L6-v2."
     )
@@ -144,6 +149,24 @@ class Settings(BaseSettings):
         ge=0,
         description="Gateway: torch threads for embedding queries (0: torch's default, every "
         "core). One keeps a routing decision fast while vLLM or other work shares the cores.",
+    )
+
+    rag_template: str = Field(
+        "reference",
+        description="Gateway: how sources enter the prompt on the rag and combined paths "
+        "(retrieval.prompt templates) unless a tenant's policy names one.",
+    )
+    rag_max_sources: int = Field(
+        3,
+        ge=1,
+        le=20,
+        description="Gateway: most sources given to the model, unless a policy says.",
+    )
+    rag_answer_tokens: int = Field(
+        256,
+        ge=1,
+        description="Gateway: tokens kept free for the answer when fitting sources into the "
+        "context window and the request sets no max_tokens.",
     )
 
     # -- feedback, drift and canaries ----------------------------------------------------------
@@ -169,11 +192,20 @@ class Settings(BaseSettings):
         8000, ge=100, description="Longest correction a feedback may carry (characters)."
     )
 
-    @field_validator("admin_key", "vllm_api_key")
+    @field_validator("admin_key", "vllm_api_key", "chroma_token")
     @classmethod
     def _no_placeholder_secret(cls, value: SecretStr | None, info: Any) -> SecretStr | None:
         if value is not None:
             check_secret(info.field_name, value.get_secret_value())
+        return value
+
+    @field_validator("rag_template")
+    @classmethod
+    def _known_template(cls, value: str) -> str:
+        from retrieval.prompt import TEMPLATES
+
+        if value not in TEMPLATES:
+            raise ValueError(f"unknown template {value!r}; choose one of {', '.join(TEMPLATES)}")
         return value
 
     @field_validator("metrics_address")

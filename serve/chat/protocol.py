@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from retrieval.query import conversation_query
 from serve.routing import RouteRequest
 
 log = logging.getLogger("loraplex.protocol")
@@ -124,7 +125,13 @@ class ChatCompletionRequest(BaseModel):
             adapter=opts.adapter,
             top_k=opts.top_k,
             turns=sum(m.role == "user" for m in self.messages),
+            search_query=self.search_query(),
         )
+
+    def search_query(self) -> str:
+        """What retrieval searches with: the last user turn, with what it refers back to
+        ("and how much does it weigh?" brings the earlier turns' subject along)."""
+        return conversation_query([m.model_dump(exclude_none=True) for m in self.messages])
 
     def extra_fields(self) -> dict[str, Any]:
         """Fields OpenAI does not define: logged, then passed through to vLLM."""

@@ -10,14 +10,22 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from adapters.hotswap import HotSwapper, any_ok
 from adapters.registry import AdapterVersion
-from retrieval.prompt import build_rag_messages
 from retrieval.service import RetrievalService
+from serve.chat.grounded import (
+    Grounded,
+    RagDefaults,
+    judge_body,
+    judged_stream,
+    not_covered_body,
+    not_covered_stream,
+    prepare,
+)
 from serve.chat.protocol import ChatCompletionRequest
 from serve.database import retrying
 from serve.engine.client import AdapterNotLoaded, EngineClient
@@ -36,7 +44,8 @@ class ChatOutcome:
     decision: Decision
     body: dict[str, Any] | None = None
     stream: AsyncIterator[dict[str, Any]] | None = None
-    citations: list[dict[str, Any]] = field(default_factory=list)
+    citations: list[dict[str, Any]] = field(default_factory=list)  # filled once answered
+    rag: Grounded | None = None  # rag and combined: sources, citations, grounding
     adapter_loads: list[bool] = field(default_factory=list)  # outcome of each load it needed
 
 
@@ -46,8 +55,8 @@ class Rollout(Protocol):
     def apply(self, decision: Decision, pinned: bool, user: str | None) -> Decision: ...
 
 
-def loraplex_block(decision: Decision, citations: list[dict[str, Any]]) -> dict[str, Any]:
-    """The response's `loraplex` extension: what served the request and why."""
+def route_block(decision: Decision) -> dict[str, Any]:
+    """What served the request and why (the first chunk of a stream carries this)."""
     return {
         "route": decision.route,
         "adapter": decision.adapter_ref,
@@ -55,8 +64,19 @@ def loraplex_block(decision: Decision, citations: list[dict[str, Any]]) -> dict[
         "reason": decision.reason,
         "scores": decision.scores,
         "alternatives": decision.alternatives,
-        "citations": citations,
     }
+
+
+def loraplex_block(decision: Decision, rag: Grounded | None = None) -> dict[str, Any]:
+    """The response's `loraplex` extension: the route block plus `citations` (the sources the
+    answer cites), `sources` (all given to the model) and `grounded` (0..1; None where no
+    source was given)."""
+    block = route_block(decision)
+    if rag is None:
+        block.update(citations=[], sources=[], grounded=None)
+    else:
+        block.update(rag.fields())
+    return block
 
 
 class ChatService:
@@ -70,14 +90,21 @@ class ChatService:
         hotswap: HotSwapper,
         max_model_len: int,
         rollout: Rollout | None = None,
+        count_tokens: Callable[[str], int] | None = None,
+        rag_defaults: RagDefaults | None = None,
     ) -> None:
-        """`rollout`: canary splits applied after routing (None: prod always serves)."""
+        """`rollout`: canary splits applied after routing (None: prod always serves);
+        `count_tokens`: the base model's tokenizer, for fitting sources into `max_model_len`
+        (`serve.chat.grounded.token_counter`); `rag_defaults`: where tenants' policies leave
+        the template and number of sources open."""
         self.router = router
         self.engine = engine
         self.retrieval = retrieval
         self.hotswap = hotswap
         self.max_model_len = max_model_len
         self.rollout = rollout
+        self.count_tokens = count_tokens
+        self.rag_defaults = rag_defaults or RagDefaults()
 
     def check_limits(self, req: ChatCompletionRequest) -> None:
         """Refuse what vLLM would refuse later, with a message that says what to change."""
@@ -116,9 +143,12 @@ class ChatService:
         outcome = ChatOutcome(decision)
         messages = [m.model_dump(exclude_none=True) for m in req.messages]
         if decision.route in ("rag", "combined"):
-            messages, outcome.citations = await asyncio.to_thread(
+            rag, messages = await asyncio.to_thread(
                 self._with_context, tenant, req, decision, messages
             )
+            outcome.rag = rag
+            if rag.outcome == "not_covered" and not self._fall_back(tenant, decision, rag):
+                return self._not_covered(req, decision, outcome)
         params = req.engine_params()
         if decision.adapter is not None and decision.route in ("adapter", "combined"):
             await self._ensure_adapter(decision.adapter, outcome)
@@ -134,12 +164,18 @@ class ChatService:
                 result = await call(decision.served_model, messages, params)
             except AdapterNotLoaded:
                 raise engine_unavailable("the adapter could not be loaded into vLLM") from None
+        judged = outcome.rag if decision.route in ("rag", "combined") else None
         if req.stream:
-            outcome.stream = result  # type: ignore[assignment]
+            stream: AsyncIterator[dict[str, Any]] = result  # type: ignore[assignment]
+            if judged is not None:
+                stream = judged_stream(stream, judged, lambda: self._finish(decision, outcome))
+            outcome.stream = stream
             return outcome
         body: dict[str, Any] = result  # type: ignore[assignment]
         body["model"] = decision.model  # what answered: the base model or the adapter
-        body["loraplex"] = loraplex_block(decision, outcome.citations)
+        if judged is not None:
+            judge_body(body, judged)
+        body["loraplex"] = self._finish(decision, outcome)
         outcome.body = body
         return outcome
 
@@ -149,14 +185,68 @@ class ChatService:
         req: ChatCompletionRequest,
         decision: Decision,
         messages: list[dict[str, Any]],
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    ) -> tuple[Grounded, list[dict[str, Any]]]:
+        # The router searched with the same query when it chose the path itself.
+        query = req.search_query()
         result = decision.retrieval
         if result is None:
-            result = self.retrieval.search(
-                tenant.id, req.last_user_text(), top_k=req.loraplex.top_k
-            )
+            result = self.retrieval.search(tenant.id, query, top_k=req.loraplex.top_k)
             decision.scores.update(retrieval_scores(result))
-        return build_rag_messages(messages, result.hits)
+        return prepare(
+            result,
+            query,
+            messages,
+            decision.route,
+            tenant.policy,
+            self.rag_defaults,
+            count_tokens=self.count_tokens,
+            context_window=self.max_model_len,
+            max_tokens=req.token_limit,
+        )
+
+    def _fall_back(self, tenant: Tenant, decision: Decision, rag: Grounded) -> bool:
+        """Documents silent and the policy says fallback: answer on the path without retrieval
+        (rag -> prompt, combined -> adapter) where the policy allows it. False: refuse."""
+        to = {"rag": "prompt", "combined": "adapter"}[decision.route]
+        if tenant.policy.rag_not_covered != "fallback" or to not in tenant.policy.routes:
+            return False
+        decision.reason += (
+            f"; the documents do not cover this ({rag.coverage.reason}): answered on the "
+            f"{to} path without sources (policy rag_not_covered=fallback)"
+        )
+        decision.route = to
+        rag.outcome = "fallback"
+        return True
+
+    def _not_covered(
+        self, req: ChatCompletionRequest, decision: Decision, outcome: ChatOutcome
+    ) -> ChatOutcome:
+        assert outcome.rag is not None
+        decision.reason += (
+            f"; the documents do not cover this ({outcome.rag.coverage.reason}): answered so "
+            "without calling the model"
+        )
+        n = req.n or 1
+        if req.stream:
+            outcome.stream = judged_stream(
+                not_covered_stream(decision.model, n),
+                outcome.rag,
+                lambda: self._finish(decision, outcome),
+            )
+            return outcome
+        body = not_covered_body(decision.model, n)
+        body["loraplex"] = self._finish(decision, outcome)
+        outcome.body = body
+        return outcome
+
+    def _finish(self, decision: Decision, outcome: ChatOutcome) -> dict[str, Any]:
+        """The whole `loraplex` block once the answer is known; the request record's
+        citations follow it."""
+        rag = outcome.rag if decision.route in ("rag", "combined") else None
+        if rag is not None:
+            decision.reason += rag.note()
+            outcome.citations[:] = rag.citations
+        return loraplex_block(decision, rag)
 
     async def _ensure_adapter(
         self, adapter: AdapterVersion, outcome: ChatOutcome, force: bool = False

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from adapters.hotswap import HotSwapper
 from serve import bootstrap
 from serve.admin.serving import ReplicaSync
+from serve.chat.grounded import RagDefaults, token_counter
 from serve.chat.service import ChatService
 from serve.engine.client import EngineClient
 from serve.feedback.recorder import Recorder
@@ -43,6 +44,12 @@ def build_state(settings: Settings, urls: list[str]) -> AppState:
         hotswap,
         settings.vllm_max_model_len,
         rollout=services.rollout,
+        # Loaded once, offline, from the base model's directory: sources are counted in the
+        # tokens vLLM will count.
+        count_tokens=token_counter(settings.resolved_model_dir),
+        rag_defaults=RagDefaults(
+            settings.rag_template, settings.rag_max_sources, settings.rag_answer_tokens
+        ),
     )
     recorder = Recorder(
         services.db,

@@ -14,10 +14,12 @@ from prometheus_client import (
 )
 
 if TYPE_CHECKING:
+    from serve.chat.grounded import Grounded
     from serve.routing import Decision
 
 # Routing decisions take milliseconds (an embedding and a search): finer buckets at the low end.
 DECISION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1)
+GROUNDED_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -69,6 +71,22 @@ class Metrics:
             "loraplex_router_version",
             "The calibrated router version each tenant's auto requests use (0: thresholds).",
             ["tenant"],
+            registry=self.registry,
+        )
+        self.grounded = Histogram(
+            "loraplex_grounded",
+            "Grounding score (0..1) of rag and combined answers: the share of the answer's "
+            "facts found in the sources given.",
+            ["tenant", "route"],
+            buckets=GROUNDED_BUCKETS,
+            registry=self.registry,
+        )
+        self.rag_answers = Counter(
+            "loraplex_rag_answers",
+            "rag and combined requests by outcome: answered, not_covered (refused), fallback "
+            "(answered without sources), replaced or flagged (grounding under the policy's "
+            "minimum).",
+            ["tenant", "route", "outcome"],
             registry=self.registry,
         )
         self.adapter_loads = Counter(
@@ -222,6 +240,14 @@ class Metrics:
             self.child(self.tokens, tenant, model, "prompt").inc(usage.get("prompt_tokens") or 0)
             completion = usage.get("completion_tokens") or 0
             self.child(self.tokens, tenant, model, "completion").inc(completion)
+
+    def observe_grounding(self, tenant: str, rag: Grounded) -> None:
+        """One rag or combined request's outcome, and its answer's grounding if it has one
+        (`route` is the path as routed: rag or combined, a closed set)."""
+        route = rag.route if rag.route in ("rag", "combined") else "other"
+        self.rag_answers.labels(tenant, route, rag.outcome).inc()
+        if rag.grounded is not None:
+            self.grounded.labels(tenant, route).observe(rag.grounded)
 
     def observe_decision(self, tenant: str, decision: Decision) -> None:
         """One routing decision: its path, adapter, latency and (for auto) router version."""

@@ -3,6 +3,7 @@ drift). Run through `serve.database.migrate`."""
 
 import serve.feedback.tables  # noqa: F401  (registers the tables of the production loop)
 import serve.monitor.tables  # noqa: F401
+import serve.quotas.tables  # noqa: F401
 import serve.routing.versions  # noqa: F401  (registers the router's tables on Base.metadata)
 from adapters.db import run_environment
 from serve.tenants.tables import Base

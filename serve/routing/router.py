@@ -86,6 +86,9 @@ class RouteRequest:
     adapter: str | None = None
     top_k: int = 4
     turns: int = 1  # user turns in the conversation
+    # What retrieval searches with ('' = `query`): for a follow-up turn, the conversation's
+    # query (retrieval.query.conversation_query), the same one the chat service assembles from.
+    search_query: str = ""
 
 
 @dataclass
@@ -200,10 +203,12 @@ class Router:
         search: bool = True,
         top_k: int = 4,
         leave_out: set[str] | None = None,
+        search_query: str = "",
     ) -> Signals:
         """Measure `query` against `adapters`' exemplars and (if `search`) the tenant's
         documents. `leave_out`: exemplar texts to ignore (calibration labels prompts that may
-        be exemplars themselves)."""
+        be exemplars themselves); `search_query`: what retrieval searches with, if not
+        `query` (a follow-up turn's conversation query)."""
         s = Signals(**text_cues(query, turns))
         candidates = [a for a in adapters or [] if a.exemplars]
         ask, payload = split_payload(query)
@@ -224,8 +229,9 @@ class Router:
                 }
             s.task = task_match(q, candidates, vectors, exclude)
         if search and query.strip():
-            s.retrieval = self.retrieval.search(tenant, query, top_k=top_k)
-            for key, value in retrieval_signals(query, s.retrieval).items():
+            searched = search_query or query
+            s.retrieval = self.retrieval.search(tenant, searched, top_k=top_k)
+            for key, value in retrieval_signals(searched, s.retrieval).items():
                 setattr(s, key, value)
             if payload and ask.strip():
                 # Does the ask itself want a document fact, or only the text it works on
@@ -340,6 +346,7 @@ class Router:
         top_k: int = 4,
         named: AdapterVersion | None = None,
         leave_out: set[str] | None = None,
+        search_query: str = "",
     ) -> Signals:
         """The signals `model: "auto"` decides on: the tenant's adapters (or the named one)
         only where an adapter path is allowed, its documents only where a document path is."""
@@ -358,13 +365,19 @@ class Router:
             search=any(p in routes for p in ("rag", "combined")),
             top_k=top_k,
             leave_out=leave_out,
+            search_query=search_query,
         )
 
     def _auto(self, named: AdapterVersion | None, tenant: Tenant, req: RouteRequest) -> Decision:
         policy = tenant.policy
         label, model = self.model_for(tenant)
         signals = self.auto_signals(
-            tenant, req.query, turns=req.turns, top_k=req.top_k, named=named
+            tenant,
+            req.query,
+            turns=req.turns,
+            top_k=req.top_k,
+            named=named,
+            search_query=req.search_query,
         )
         adapter = named or signals.task.best
         base_allowed = policy.allows_base(self.base_model)

@@ -322,11 +322,6 @@ def _views(service: Any, tenant: str, groups: list[int]) -> tuple[set[str], set[
     return dense, lexical
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="retrieval: after a kill between Chroma's upsert and the version bump, the BM25 index "
-    "keeps its (equal) version and misses the chunks Chroma holds; remove this mark with the fix",
-)
 def test_ingest_killed_mid_file_leaves_both_indexes_agreeing_and_reingest_completes(
     tmp_path,
 ) -> None:

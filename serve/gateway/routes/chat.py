@@ -14,13 +14,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
+from starlette.background import BackgroundTask
 
+from serve.chat.grounded import Grounded
 from serve.chat.protocol import ChatCompletionRequest
-from serve.chat.service import ChatOutcome, loraplex_block
+from serve.chat.service import ChatOutcome, loraplex_block, route_block
 from serve.errors import ServiceError, engine_unavailable, kind_of, model_not_found
 from serve.gateway.deps import ChatDep, RegistryDep, SettingsDep, StateDep, TenantDep
 from serve.gateway.errors import error_body, status_of, validation_error
 from serve.gateway.state import AppState
+from serve.quotas import Admission, QuotaLimiter
 from serve.routing import Decision
 from serve.tenants import Tenant
 
@@ -112,6 +115,7 @@ class ChatRecorder:
         # The facts feedback, capture, drift and canaries need (serve.feedback.recorder).
         self.trace = state.recorder.trace(tenant, req) if state.recorder is not None else None
         self.citations: list[dict[str, Any]] = []
+        self.rag: Grounded | None = None  # read when the request ends (a stream's last chunk)
 
     def __call__(
         self,
@@ -132,6 +136,8 @@ class ChatRecorder:
         )
         if decision is not None:
             self.state.metrics.observe_decision(name, decision)
+        if self.rag is not None and status == 200:
+            self.state.metrics.observe_grounding(name, self.rag)
         if first_at is not None:
             self.state.metrics.ttft.labels(name, model).observe(first_at - self.started)
         self.state.request_log.write(
@@ -158,10 +164,15 @@ async def chat_completions(
     req = await parse_chat_request(request)
     record = ChatRecorder(state, tenant, req)
     decision: Decision | None = None
+    quotas = state.services.quotas
+    admission: Admission | None = None
     try:
+        # Before anything costly: over a quota, the router and the engine are never asked.
+        admission = await quotas.admit(tenant, req.stream)
         decision = await chat.decide(tenant, req)
         outcome = await chat.complete(tenant, req, decision)
     except Exception as exc:
+        await quotas.finish(admission)
         if kind_of(exc) is not None:
             # A name the tenant may not use is the caller's free text: one label for all of
             # them keeps the metric's label set bounded.
@@ -169,6 +180,7 @@ async def chat_completions(
             record(status_of(exc), model, decision, None, error=getattr(exc, "code", None))
         raise
     record.citations = outcome.citations
+    record.rag = outcome.rag
     for ok in outcome.adapter_loads:
         state.metrics.adapter_loads.labels("ok" if ok else "failed").inc()
     headers = {"x-loraplex-route": decision.route, "x-loraplex-adapter": decision.adapter_ref or ""}
@@ -177,15 +189,55 @@ async def chat_completions(
         def done(status: int, usage: dict[str, int] | None, first_at: float | None) -> None:
             error = None if status == 200 else STREAM_ERRORS.get(status)
             record(status, req.model, decision, usage, first_at, error=error)
+            if admission is not None:
+                admission.tokens = total_tokens(usage)
 
         on_chunk = record.trace.chunk if record.trace is not None else None
-        return EventSourceResponse(
-            stream_events(outcome, req, done, on_chunk), headers=headers, ping=15, sep="\n"
-        )
+        events = stream_events(outcome, req, done, on_chunk)
+        if admission is not None:
+            events = counted(events, quotas, admission)
+        return EventSourceResponse(events, headers=headers, ping=15, sep="\n")
     if record.trace is not None and outcome.body is not None:
         record.trace.body(outcome.body)
-    record(200, req.model, decision, (outcome.body or {}).get("usage"))
-    return JSONResponse(outcome.body, headers=headers)
+    usage = (outcome.body or {}).get("usage")
+    record(200, req.model, decision, usage)
+    if admission is None:
+        return JSONResponse(outcome.body, headers=headers)
+    admission.tokens = total_tokens(usage)
+    # Counted after the answer is sent: the database write is not on the caller's clock.
+    return JSONResponse(
+        outcome.body, headers=headers, background=BackgroundTask(quotas.finish, admission)
+    )
+
+
+def total_tokens(usage: dict[str, int] | None) -> int:
+    """Prompt + completion tokens of an answer's usage (0 when the engine gave none)."""
+    if not usage:
+        return 0
+    total = usage.get("total_tokens")
+    if not isinstance(total, int):
+        total = int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+    return max(0, total)
+
+
+async def counted(
+    events: AsyncIterator[str], quotas: QuotaLimiter, admission: Admission
+) -> AsyncIterator[str]:
+    """`events`, keeping the stream's quota slot while it runs and counting its tokens (from
+    the usage `stream_events` always asks for) once it ends, however it ends."""
+    try:
+        async for event in events:
+            await quotas.keep(admission)
+            yield event
+    finally:
+        # Closing `events` first runs its own clean-up, which hands over the usage; shielded:
+        # a client that went away cancels this task, and the count must still land.
+        close = getattr(events, "aclose", None)
+        if close is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await close()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.shield(quotas.finish(admission))
 
 
 # How a stream that did not end well is counted: the engine failed, or the client went away.
@@ -208,7 +260,9 @@ async def stream_events(
 ) -> AsyncIterator[str]:
     """SSE data lines for a stream: chunks with the caller's model name, then `[DONE]`.
 
-    The `loraplex` block rides on the first chunk; usage is forwarded only when asked for,
+    The `loraplex` block rides on the first chunk (on rag and combined paths the route part
+    only: a last chunk without choices carries the whole block, with citations, sources and
+    grounding, once the answer is known); usage is forwarded only when asked for,
     but always counted. When vLLM fails mid-stream the last event before `[DONE]` is an
     OpenAI-style error body (the `openai` client raises it as an `APIError`), never a silent
     cut. `on_done(status, usage, first_at)`: 200, 503 (vLLM failed) or 499 (the client went
@@ -230,7 +284,11 @@ async def stream_events(
                 if not include_usage:
                     continue
             if first_at is None:
-                chunk["loraplex"] = loraplex_block(outcome.decision, outcome.citations)
+                pending = outcome.rag is not None and outcome.decision.route in ("rag", "combined")
+                block = (
+                    route_block(outcome.decision) if pending else loraplex_block(outcome.decision)
+                )
+                chunk["loraplex"] = {**block, **chunk.get("loraplex", {})}
                 first_at = time.perf_counter()
             if on_chunk is not None:
                 on_chunk(chunk)

@@ -23,10 +23,12 @@ async def healthz() -> dict[str, str]:
     },
 )
 async def readyz(state: StateDep) -> JSONResponse:
-    """Ready only when at least one vLLM replica answers its health check."""
+    """Ready when at least one vLLM replica answers its health check: `ready` with all of them,
+    `degraded` (still 200: requests go to the others) with some, 503 with none."""
     replicas = await state.engine.ready()
     ready = any(replicas.values())
-    body = {"status": "ready" if ready else "unavailable", "replicas": replicas}
+    status = "ready" if all(replicas.values()) else "degraded" if ready else "unavailable"
+    body = {"status": status, "replicas": replicas}
     headers = {} if ready else {"Retry-After": "5"}
     return JSONResponse(body, status_code=200 if ready else 503, headers=headers)
 

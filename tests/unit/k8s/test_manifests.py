@@ -259,9 +259,9 @@ def test_settings_load_from_the_config_map(rendered, layer, monkeypatch) -> None
 
 # Read by the vLLM resolver plugin, not by Settings.
 RESOLVER_VARIABLES = {"LORAPLEX_RESOLVER_DB", "LORAPLEX_RESOLVER_STORE"}
-# Settings the gateway must still grow to use what the manifests hand it: the key it sends to
-# vLLM and the token it sends to Chroma. Remove a name here once Settings has it.
-PENDING_SETTINGS = {"LORAPLEX_CHROMA_TOKEN"}
+# Settings the gateway must still grow to use what the manifests hand it. Remove a name here
+# once Settings has it.
+PENDING_SETTINGS: set[str] = set()
 
 
 def _loraplex_names(node: Any, found: set[str]) -> None:

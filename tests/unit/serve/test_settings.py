@@ -63,6 +63,7 @@ def test_out_of_range_values_are_refused() -> None:
         ("admin_key", "change-me", "placeholder"),
         ("admin_key", "short", "at least 16"),
         ("vllm_api_key", "CHANGE-ME", "placeholder"),
+        ("chroma_token", "secret", "placeholder"),
         ("database_url", "postgresql://lpx:change-me@db/lpx", "placeholder password"),
     ],
 )
