@@ -120,6 +120,8 @@ class ChatService:
     async def decide(self, tenant: Tenant, req: ChatCompletionRequest) -> Decision:
         """The routing decision for `req` (after the limits are checked)."""
         self.check_limits(req)
+        if self.router.decides_in_memory(req.model, req.loraplex.route, req.loraplex.adapter):
+            return self._decide(req, tenant)  # nothing blocks: a thread hop would cost more
         # Registry look-ups, embedding a query and searching Chroma block: off the event loop,
         # so open streams keep flowing.
         return await asyncio.to_thread(retrying, self._decide, req, tenant)

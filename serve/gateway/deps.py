@@ -26,8 +26,12 @@ from serve.monitor.service import Monitor
 from serve.settings import Settings
 from serve.tenants import Tenant, TenantService
 
+# The getters are `async def` though they never await: FastAPI runs a plain `def` dependency in
+# its thread pool, and three such hops per chat request cost more than the request's own work
+# (bench/gateway_profile.py).
 
-def get_state(request: Request) -> AppState:
+
+async def get_state(request: Request) -> AppState:
     """Everything the gateway built in its lifespan."""
     state: AppState = request.app.state.loraplex
     return state
@@ -36,43 +40,43 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_settings(state: StateDep) -> Settings:
+async def get_settings(state: StateDep) -> Settings:
     return state.settings
 
 
-def get_chat(state: StateDep) -> ChatService:
+async def get_chat(state: StateDep) -> ChatService:
     return state.chat
 
 
-def get_tenants(state: StateDep) -> TenantService:
+async def get_tenants(state: StateDep) -> TenantService:
     return state.services.tenants
 
 
-def get_tenant_admin(state: StateDep) -> TenantAdmin:
+async def get_tenant_admin(state: StateDep) -> TenantAdmin:
     return state.services.tenant_admin
 
 
-def get_registry(state: StateDep) -> AdapterRegistry:
+async def get_registry(state: StateDep) -> AdapterRegistry:
     return state.services.registry
 
 
-def get_adapter_admin(state: StateDep) -> AdapterAdmin:
+async def get_adapter_admin(state: StateDep) -> AdapterAdmin:
     return state.services.adapters
 
 
-def get_retrieval(state: StateDep) -> RetrievalService:
+async def get_retrieval(state: StateDep) -> RetrievalService:
     return state.services.retrieval
 
 
-def get_feedback(state: StateDep) -> FeedbackService:
+async def get_feedback(state: StateDep) -> FeedbackService:
     return state.services.feedback
 
 
-def get_monitor(state: StateDep) -> Monitor:
+async def get_monitor(state: StateDep) -> Monitor:
     return state.services.monitor
 
 
-def get_canaries(state: StateDep) -> CanaryService:
+async def get_canaries(state: StateDep) -> CanaryService:
     return state.services.canaries
 
 

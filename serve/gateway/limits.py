@@ -70,7 +70,9 @@ class BodyLimitMiddleware:
             if deadline is None:
                 deadline = loop.time() + self.body_timeout_s
             try:
-                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.0))
+                # A timeout scope, not wait_for: wait_for wraps receive() in a task of its own.
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
             except TimeoutError:
                 raise BodyTooSlow from None
             if message["type"] == "http.request":

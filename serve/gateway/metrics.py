@@ -97,6 +97,17 @@ class Metrics:
         )
 
         self._loop_metrics()
+        # The labelled children of the per-request metrics, by metric and labels:
+        # `labels()` validates and locks on every call, which a request pays six times.
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once per label set."""
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def _loop_metrics(self) -> None:
         """Feedback, drift and canaries: the production loop after promotion."""
@@ -223,11 +234,12 @@ class Metrics:
         seconds: float,
         usage: dict[str, int] | None,
     ) -> None:
-        self.requests.labels(tenant, model, route, str(status)).inc()
-        self.latency.labels(tenant, model, route).observe(seconds)
+        self.child(self.requests, tenant, model, route, str(status)).inc()
+        self.child(self.latency, tenant, model, route).observe(seconds)
         if usage:
-            self.tokens.labels(tenant, model, "prompt").inc(usage.get("prompt_tokens") or 0)
-            self.tokens.labels(tenant, model, "completion").inc(usage.get("completion_tokens") or 0)
+            self.child(self.tokens, tenant, model, "prompt").inc(usage.get("prompt_tokens") or 0)
+            completion = usage.get("completion_tokens") or 0
+            self.child(self.tokens, tenant, model, "completion").inc(completion)
 
     def observe_grounding(self, tenant: str, rag: Grounded) -> None:
         """One rag or combined request's outcome, and its answer's grounding if it has one
@@ -241,12 +253,12 @@ class Metrics:
         """One routing decision: its path, adapter, latency and (for auto) router version."""
         name = decision.adapter.name if decision.adapter is not None else ""
         version = decision.router_version
-        self.decisions.labels(tenant, decision.route, name, version).inc()
-        self.decision_latency.labels(tenant).observe(decision.latency_ms / 1000)
+        self.child(self.decisions, tenant, decision.route, name, version).inc()
+        self.child(self.decision_latency, tenant).observe(decision.latency_ms / 1000)
         if version == "thresholds":
-            self.router_version.labels(tenant).set(0)
+            self.child(self.router_version, tenant).set(0)
         elif version.startswith("v") and version[1:].isdigit():
-            self.router_version.labels(tenant).set(int(version[1:]))
+            self.child(self.router_version, tenant).set(int(version[1:]))
 
     def render(self) -> bytes:
         """The Prometheus text format of every metric."""

@@ -241,6 +241,12 @@ class Router:
         return s
 
     # -- deciding -------------------------------------------------------------------------------
+    def decides_in_memory(self, model: str, route: str, adapter: str | None) -> bool:
+        """Whether `decide` for such a request does no blocking work (no registry, database,
+        embedding or search): the base model named, no adapter, no route chosen. The caller
+        may then decide on the event loop instead of paying a thread hop."""
+        return model == self.base_model and route == AUTO and not adapter
+
     def decide(self, req: RouteRequest, tenant: Tenant) -> Decision:
         """The path for `req`, or a ServiceError saying what the caller must change."""
         started = time.perf_counter()

@@ -145,6 +145,7 @@ def test_health_ready_and_metrics(stack, client) -> None:
     assert 'loraplex_tokens_total{kind="completion"' in text
     assert "loraplex_time_to_first_token_seconds_count" in text
     # The request log has the same facts, one JSON line per request, and no prompt text.
+    assert stack.state.request_log.flush()  # lines are written by a thread of their own
     log = (stack.settings.logs_dir / "requests.log").read_text()
     lines = [json.loads(line) for line in log.splitlines()]
     mine = [r for r in lines if r["tenant"] == "gw-acme" and r["status"] == 200]

@@ -141,6 +141,7 @@ def test_what_is_reported_is_what_served(stack, routed) -> None:
         max_tokens=8,
     )
     assert resp.choices[0].message.content == direct.choices[0].message.content
+    assert stack.state.request_log.flush()  # lines are written by a thread of their own
     log = (stack.settings.logs_dir / "requests.log").read_text().splitlines()
     mine = [json.loads(x) for x in log if '"tenant":"rt-acme"' in x]
     last_auto = [r for r in mine if r["model"] == "auto"][-1]
