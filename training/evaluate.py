@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from training.errors import TrainingError
-from training.formats import read_examples
-from training.sft import to_prompt_completion
+from training.formats import read_examples, to_prompt_completion
 
 
 @dataclass
