@@ -8,6 +8,7 @@ request for that adapter loads it on demand.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -26,11 +27,29 @@ class ReplicaResult:
 class HotSwapper:
     """Adapter loads and unloads fanned out to every replica."""
 
-    def __init__(self, vllm_urls: list[str], http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        vllm_urls: list[str],
+        http: httpx.AsyncClient | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        """`api_key`: what the replicas require on /v1 (vLLM's --api-key), if anything."""
         self.urls = list(vllm_urls)
-        self.http = http or httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0))
-        self.loaded: dict[str, set[str]] = defaultdict(set)  # url -> served names
-        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(60.0, connect=5.0), headers=headers
+        )
+        # url -> served names: as many as the replicas hold (unloads and restarts remove them)
+        self.loaded: dict[str, set[str]] = defaultdict(set)
+        # One lock per served name while someone uses it: a lock nobody holds or waits for is
+        # dropped with its last reference, so the map does not grow with every name ever seen.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lock(self, served_name: str) -> asyncio.Lock:
+        lock = self._locks.get(served_name)
+        if lock is None:
+            lock = self._locks[served_name] = asyncio.Lock()
+        return lock
 
     async def aclose(self) -> None:
         """Close the HTTP client."""
@@ -65,14 +84,14 @@ class HotSwapper:
     async def load(self, lora_name: str, path: str) -> list[ReplicaResult]:
         """Load `lora_name` (a served name, `NAME-vN`) from `path` into every replica; one
         result per replica. A replica that refuses is reported, not raised."""
-        async with self._locks[lora_name]:
+        async with self._lock(lora_name):
             return list(
                 await asyncio.gather(*(self._load_one(u, lora_name, path) for u in self.urls))
             )
 
     async def unload(self, lora_name: str) -> list[ReplicaResult]:
         """Unload `lora_name` from every replica (not holding it counts as success)."""
-        async with self._locks[lora_name]:
+        async with self._lock(lora_name):
             return list(await asyncio.gather(*(self._unload_one(u, lora_name) for u in self.urls)))
 
     async def held(self, url: str) -> set[str] | None:
@@ -104,7 +123,7 @@ class HotSwapper:
         missing = [u for u in self.urls if force or lora_name not in self.loaded[u]]
         if not missing:
             return [ReplicaResult(u, True, "already loaded") for u in self.urls]
-        async with self._locks[lora_name]:
+        async with self._lock(lora_name):
             if force:
                 held = await asyncio.gather(*(self.held(u) for u in missing))
                 missing = [u for u, names in zip(missing, held, strict=True)
@@ -116,11 +135,6 @@ class HotSwapper:
         return list(results) + [
             ReplicaResult(u, True, "already loaded") for u in self.urls if u not in done
         ]
-
-
-def all_ok(results: list[ReplicaResult]) -> bool:
-    """Every replica succeeded."""
-    return all(r.ok for r in results)
 
 
 def any_ok(results: list[ReplicaResult]) -> bool:

@@ -15,13 +15,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from adapters.db import make_engine
+from adapters import canary as canary_rows
+from adapters.canary import Canary, check_percent, to_canary
+from adapters.db import make_engine, upgrade
 from adapters.errors import AdapterConflict, AdapterError, AdapterNotFound
-from adapters.models import AdapterRow, VersionCounterRow, VersionRow
+from adapters.models import AdapterRow, CanaryRow, VersionCounterRow, VersionRow
 from adapters.store import ArtifactStore
 from adapters.validation import AdapterInfo, check_files, validate_adapter
 
@@ -54,7 +56,14 @@ class AdapterVersion:
     training_config: dict[str, Any] | None = None
     eval_report: dict[str, Any] | None = None
     exemplars: list[str] = field(default_factory=list)
+    # Set when an admin promoted the version over a NO-GO evaluation: {"at", "reason"}.
+    forced: dict[str, Any] | None = None
     existing: bool = False  # set by register() when the same bytes were already registered
+
+    @property
+    def gated_out(self) -> bool:
+        """Its recorded evaluation is NO-GO and no admin has overridden it: not to be served."""
+        return (self.eval_report or {}).get("go") is False and self.forced is None
 
     @property
     def served_name(self) -> str:
@@ -94,6 +103,7 @@ class AdapterVersion:
             "training_config": self.training_config,
             "eval_report": self.eval_report,
             "exemplars": self.exemplars,
+            "forced": self.forced,
         }
 
 
@@ -107,15 +117,20 @@ def parse_ref(ref: str) -> tuple[str, int | str]:
     return name, selector
 
 
+def check_name(name: str) -> str:
+    """`name` if it can name an adapter, else an AdapterError that says what is allowed."""
+    if not NAME_RE.match(name) or SERVED_RE.match(name):
+        raise AdapterError(
+            f"adapter name {name!r} is invalid: use 1-63 lowercase letters, digits, '.', '-' "
+            "or '_', starting with a letter or digit, not ending in -v<number>",
+            "invalid_name",
+        )
+    return name
+
+
 def migrate(database_url: str) -> None:
     """Bring the registry schema to the newest alembic revision."""
-    from alembic import command
-    from alembic.config import Config
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
-    command.upgrade(cfg, "head")
+    upgrade(MIGRATIONS, database_url)
 
 
 class AdapterRegistry:
@@ -129,12 +144,17 @@ class AdapterRegistry:
         base_model: str,
         max_rank: int,
         base_model_dir: Path | None = None,
+        run_migrations: bool = True,
+        engine: Engine | None = None,
     ) -> None:
-        self.engine = make_engine(database_url)  # first: it makes a SQLite file's directory
-        migrate(database_url)
+        """`run_migrations=False` when the caller has migrated the database already; `engine`
+        shares the caller's connection pool to the same database."""
+        self.engine = engine or make_engine(database_url)  # first: makes a SQLite file's directory
+        if run_migrations:
+            migrate(database_url)
         self.store = ArtifactStore(store_dir)
-        self.store.clean_staging()
-        self.store.collect_garbage(self._all_digests())
+        # What opening the registry cleaned up (`adapters gc` reports it).
+        self.collected: dict[str, list[str]] = self.collect_garbage()
         self.base_model = base_model
         self.base_model_dir = base_model_dir
         self.max_rank = max_rank
@@ -151,6 +171,7 @@ class AdapterRegistry:
         self.store = ArtifactStore(store_dir)
         self.base_model, self.base_model_dir, self.max_rank = "", None, 0
         self.base_config = None
+        self.collected = {}
         self._lock = threading.Lock()
         return self
 
@@ -177,15 +198,9 @@ class AdapterRegistry:
         exemplars: list[str] | None = None,
     ) -> AdapterVersion:
         """Validate, store and record a new version of `name`. All or nothing."""
-        if not NAME_RE.match(name):
-            raise AdapterError(
-                f"adapter name {name!r} is invalid: use 1-63 lowercase letters, digits, '.', '-' "
-                "or '_', starting with a letter or digit",
-                "invalid_name",
-            )
-        if SERVED_RE.match(name):
-            raise AdapterError(f"adapter name {name!r} must not end in -v<number>", "invalid_name")
+        check_name(name)
         check_files(Path(src))
+        self.collect_garbage()  # what earlier registrations killed part-way left behind
         lineage = lineage or {}
         # Validate the staged copy, not the source: what is checked is what gets stored, even if
         # the source changes meanwhile.
@@ -229,7 +244,7 @@ class AdapterRegistry:
                     exemplars=list(exemplars or []),
                 )
                 row.versions.append(version)
-                if promote or not row.prod_history:
+                if promote:
                     row.prod_history = [*row.prod_history, number]
                 try:
                     s.commit()
@@ -250,28 +265,81 @@ class AdapterRegistry:
         finally:
             self.store.discard(staging)
 
-    def promote(self, ref: str, force: bool = False) -> AdapterVersion:
+    def collect_garbage(
+        self, min_age_s: float = 60.0, staging_min_age_s: float = 3600.0
+    ) -> dict[str, list[str]]:
+        """Delete what registrations killed part-way left: stored files no version refers to
+        (older than `min_age_s`) and staged copies (older than `staging_min_age_s`; staging and
+        validating a large adapter takes a while). Younger ones may belong to a registration
+        running in another process. Returns the digests and staging entries removed."""
+        return {
+            "staging": self.store.clean_staging(staging_min_age_s),
+            "unreferenced": self.store.collect_garbage(self._all_digests(), min_age_s),
+        }
+
+    def promote(self, ref: str, force: bool = False, reason: str = "") -> AdapterVersion:
         """Point `prod` at a version (`NAME@N`); one whose recorded evaluation is NO-GO only
-        with `force`."""
+        with `force`, which is recorded on the version with the time and `reason`."""
         name, selector = parse_ref(ref)
         if not isinstance(selector, int):
             raise AdapterError(f"promote needs NAME@VERSION, got {ref!r}", "invalid_reference")
         with self._lock, Session(self.engine) as s:
             row = self._row(s, name)
             version = self._version(row, selector)
-            report = version.eval_report or {}
-            if report.get("go") is False and not force:
-                failed = [k for k, ok in (report.get("checks") or {}).items() if not ok]
-                why = ", ".join(failed) or "see its eval report"
-                raise AdapterConflict(
-                    f"{ref} failed its evaluation gates (NO-GO: {why}): train a better "
-                    "version, or promote with force to override",
-                    "gates_failed",
-                )
+            _check_gates(ref, version, force, "promote", reason)
             if row.prod_history[-1:] != [selector]:
                 row.prod_history = [*row.prod_history, selector]
+            canary_rows.settle_on_promote(s, name, selector)
             s.commit()
             return self._to_version(row, version)
+
+    def start_canary(
+        self, ref: str, percent: int, *, force: bool = False, criteria: dict[str, Any] | None = None
+    ) -> Canary:
+        """Send `percent` % (1-99) of NAME's traffic to `NAME@N` while prod keeps the rest;
+        a version whose recorded evaluation is NO-GO only with `force`. A canary already
+        running for NAME is cancelled. `criteria`: what the judge applies (kept as given)."""
+        name, selector = parse_ref(ref)
+        if not isinstance(selector, int):
+            raise AdapterError(f"a canary needs NAME@VERSION, got {ref!r}", "invalid_reference")
+        check_percent(percent)
+        with self._lock, Session(self.engine) as s:
+            row = self._row(s, name)
+            version = self._version(row, selector)
+            _check_gates(ref, version, force, "start the canary")
+            started = canary_rows.start(s, row, selector, percent, criteria or {})
+            s.commit()
+            return to_canary(started)
+
+    def canary(self, name: str) -> Canary | None:
+        """The running canary of `name`, or None."""
+        with Session(self.engine) as s:
+            row = canary_rows.running_row(s, name)
+            return to_canary(row) if row is not None else None
+
+    def canaries(self, name: str | None = None, running: bool = False) -> list[Canary]:
+        """Canaries, oldest first (of one adapter; only running ones)."""
+        query = select(CanaryRow).order_by(CanaryRow.id)
+        if name is not None:
+            query = query.where(CanaryRow.name == name)
+        if running:
+            query = query.where(CanaryRow.state == canary_rows.RUNNING)
+        with Session(self.engine) as s:
+            return [to_canary(r) for r in s.scalars(query)]
+
+    def end_canary(
+        self, name: str, state: str, reason: str, canary_id: int | None = None
+    ) -> Canary | None:
+        """End the running canary of `name` (`state`: completed, rolled_back or cancelled);
+        with `canary_id`, only that canary (a judge that looked at an older one must not end
+        its successor). None when nothing matching was running."""
+        with self._lock, Session(self.engine) as s:
+            row = canary_rows.running_row(s, name)
+            if row is None or (canary_id is not None and row.id != canary_id):
+                return None
+            canary_rows.end(row, state, reason)
+            s.commit()
+            return to_canary(row)
 
     def record_eval(self, digest: str, report: dict[str, Any]) -> list[AdapterVersion]:
         """Attach an evaluation report to every version whose weights have this sha256: the
@@ -288,6 +356,8 @@ class AdapterRegistry:
         with self._lock, Session(self.engine) as s:
             row = self._row(s, name)
             history = list(row.prod_history)
+            if not history:
+                raise AdapterConflict(f"{name} has no prod version", "nothing_to_roll_back")
             current = history.pop()
             existing = {v.version for v in row.versions}
             while history and (history[-1] == current or history[-1] not in existing):
@@ -298,6 +368,9 @@ class AdapterRegistry:
                     "nothing_to_roll_back",
                 )
             row.prod_history = history
+            running = canary_rows.running_row(s, name)
+            if running is not None:  # it was compared with the prod that is going away
+                canary_rows.end(running, "cancelled", f"prod was rolled back to v{history[-1]}")
             s.commit()
             return self._to_version(row, self._version(row, history[-1]))
 
@@ -326,6 +399,9 @@ class AdapterRegistry:
                             "remove_prod",
                         )
                     gone = [self._to_version(row, version)]
+                    running = canary_rows.running_row(s, name)
+                    if running is not None and running.version == selector:
+                        canary_rows.end(running, "cancelled", f"{ref} was removed")
                     row.prod_history = [v for v in row.prod_history if v != selector]
                     row.versions.remove(version)
                     s.delete(version)
@@ -336,6 +412,18 @@ class AdapterRegistry:
                 if not self._digest_in_use(av.digest):
                     self.store.delete(av.digest)
         return gone
+
+    def unshare(self, tenant: str) -> list[str]:
+        """Take `tenant` out of every adapter's sharing list (it is going away); the names of
+        the adapters that listed it."""
+        with self._lock, Session(self.engine) as s:
+            changed = []
+            for row in s.scalars(select(AdapterRow)):
+                if tenant in (row.shared_with or []):
+                    row.shared_with = [t for t in row.shared_with if t != tenant]
+                    changed.append(row.name)
+            s.commit()
+        return changed
 
     # -- reading --------------------------------------------------------------------------------
     def versions(self, tenant: str | None = None, name: str | None = None) -> list[AdapterVersion]:
@@ -353,6 +441,11 @@ class AdapterRegistry:
         with Session(self.engine) as s:
             row = self._row(s, name)
             if selector == "prod":
+                if not row.prod_history:
+                    have = ", ".join(f"{name}@{v.version}" for v in row.versions)
+                    raise AdapterNotFound(
+                        f"{name} has no prod version yet ({have}): promote one", "no_prod_version"
+                    )
                 return self._to_version(row, self._version(row, row.prod_history[-1]))
             if not isinstance(selector, int):
                 raise AdapterNotFound(f"{name} has no alias {selector!r} (aliases: prod)")
@@ -434,7 +527,28 @@ class AdapterRegistry:
             training_config=v.training_config,
             eval_report=v.eval_report,
             exemplars=list(v.exemplars or []),
+            forced=v.forced,
         )
+
+
+def _check_gates(ref: str, version: VersionRow, force: bool, what: str, reason: str = "") -> None:
+    """Refuse a version whose recorded evaluation is NO-GO, unless `force`; an override is
+    recorded on the version with the time and `reason`."""
+    report = version.eval_report or {}
+    if report.get("go") is not False:
+        return
+    if not force:
+        failed = [k for k, ok in (report.get("checks") or {}).items() if not ok]
+        why = ", ".join(failed) or "see its eval report"
+        raise AdapterConflict(
+            f"{ref} failed its evaluation gates (NO-GO: {why}): train a better version, or "
+            f"{what} with force to override",
+            "gates_failed",
+        )
+    version.forced = {
+        "at": datetime.now(UTC).isoformat(),
+        "reason": reason or f"{what} with force over a NO-GO evaluation",
+    }
 
 
 def _replace(av: AdapterVersion, **changes: Any) -> AdapterVersion:

@@ -67,9 +67,13 @@ class ArtifactStore:
         final = self.path_for(digest)
         if self.has(digest):
             shutil.rmtree(staging, ignore_errors=True)
-            return final
-        os.replace(staging, final)
-        _fsync_dir(final.parent)  # make the rename itself durable before the row refers to it
+        else:
+            os.replace(staging, final)
+            _fsync_dir(final.parent)  # make the rename durable before the row refers to it
+        # Young again: `collect_garbage` (another process's) spares it until the row that is
+        # about to refer to it is committed, however long staging and validation took, and
+        # even when these bytes were an unreferenced leftover a moment ago.
+        os.utime(final)
         return final
 
     def discard(self, staging: Path) -> None:
@@ -87,15 +91,19 @@ class ArtifactStore:
         removed = []
         now = time.time()
         for path in (self.root / "sha256").iterdir():
-            if path.name not in referenced and now - path.stat().st_mtime > min_age_s:
+            if path.name not in referenced and now - path.stat().st_mtime >= min_age_s:
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path.name)
         return removed
 
-    def clean_staging(self, min_age_s: float = 3600.0) -> None:
-        """Remove what an interrupted registration (kill -9) left in staging. Recent entries
-        are spared: another process (the gateway, while the CLI starts) may be staging now."""
+    def clean_staging(self, min_age_s: float = 3600.0) -> list[str]:
+        """Remove what an interrupted registration (kill -9) left in staging; the names removed.
+        Recent entries are spared: another process (the gateway, while the CLI starts) may be
+        staging now."""
+        removed = []
         now = time.time()
         for leftover in (self.root / "staging").iterdir():
-            if now - leftover.stat().st_mtime > min_age_s:
+            if now - leftover.stat().st_mtime >= min_age_s:
                 shutil.rmtree(leftover, ignore_errors=True)
+                removed.append(leftover.name)
+        return removed

@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from retrieval.bm25 import LexicalIndex
 from retrieval.chunking import Chunk, chunk_ids, chunk_text
 from retrieval.embeddings import Embedder
 from retrieval.errors import RetrievalError
 from retrieval.loaders import Document, load_bytes
+from retrieval.store import get_all
 
 # Documents per round trip (one lookup, one embedding pass, one upsert): per-document round trips
 # made a 10,000-record ingest take minutes.
@@ -75,11 +77,18 @@ def prepare(docs: list[Document], chunk_tokens: int, overlap: int) -> list[Prepa
     return out
 
 
-def ingest_batch(col: Any, embedder: Embedder, batch: list[Prepared], report: IngestReport) -> None:
-    """Add or replace the batch's documents in `col`, counting into `report`."""
+def ingest_batch(
+    col: Any,
+    embedder: Embedder,
+    batch: list[Prepared],
+    report: IngestReport,
+    lexical: LexicalIndex | None = None,
+) -> None:
+    """Add or replace the batch's documents in `col`, counting into `report`; `lexical` (the
+    tenant's BM25 index) follows each change right after Chroma took it."""
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     latest = {doc.doc_id: (doc, chunks) for doc, chunks in batch}  # a repeated id: the last wins
-    have = col.get(where={"doc_id": {"$in": list(latest)}}, include=["metadatas"])
+    have = get_all(col, ["metadatas"], where={"doc_id": {"$in": list(latest)}})
     existing: dict[str, dict[str, str]] = defaultdict(dict)
     positions: dict[str, Any] = {}
     for cid, meta in zip(have["ids"], have["metadatas"], strict=True):
@@ -105,8 +114,13 @@ def ingest_batch(col: Any, embedder: Embedder, batch: list[Prepared], report: In
             continue
         stale += gone
         # Unchanged chunks that only moved keep their embedding; their position is updated.
-        moved.update({i: c.position for i, c in wanted.items()
-                      if i in old and i not in fresh and positions.get(i) != c.position})  # fmt: skip
+        moved.update(
+            {
+                i: c.position
+                for i, c in wanted.items()
+                if i in old and i not in fresh and positions.get(i) != c.position
+            }
+        )
         for cid in fresh:
             c = wanted[cid]
             ids.append(cid)
@@ -114,28 +128,45 @@ def ingest_batch(col: Any, embedder: Embedder, batch: list[Prepared], report: In
             # The heading path is embedded with the chunk (it often names the subject) but not
             # stored in the text, so citations quote the document as written.
             inputs.append(f"{c.heading}\n{c.text}" if c.heading else c.text)
-            metas.append({
-                **doc.metadata, "doc_id": doc.doc_id, "source": doc.source, "title": doc.title,
-                "heading": c.heading, "position": c.position, "ingested_at": now,
-                # Chroma merges metadata on upsert; None removes a file recorded before.
-                "ingested_from": doc.origin or None,
-            })  # fmt: skip
+            metas.append(
+                {
+                    **doc.metadata,
+                    "doc_id": doc.doc_id,
+                    "source": doc.source,
+                    "title": doc.title,
+                    "heading": c.heading,
+                    "position": c.position,
+                    "ingested_at": now,
+                    # Chroma merges metadata on upsert; None removes a file recorded before.
+                    "ingested_from": doc.origin or None,
+                }
+            )
     if ids:
         vectors = embedder.embed(inputs)
         for i in range(0, len(ids), UPSERT_BATCH):
             j = i + UPSERT_BATCH
-            col.upsert(ids=ids[i:j], documents=texts[i:j], embeddings=vectors[i:j],
-                       metadatas=metas[i:j])  # fmt: skip
+            col.upsert(
+                ids=ids[i:j], documents=texts[i:j], embeddings=vectors[i:j], metadatas=metas[i:j]
+            )
+            if lexical is not None:
+                stored = [{k: v for k, v in m.items() if v is not None} for m in metas[i:j]]
+                lexical.add(ids[i:j], texts[i:j], stored)
         report.added += len(ids)
     if moved:
         # Chroma merges the given keys into the stored metadata.
         col.update(ids=list(moved), metadatas=[{"position": p} for p in moved.values()])
+        if lexical is not None:
+            lexical.update_metadata({cid: {"position": p} for cid, p in moved.items()})
     if stale:
         col.delete(ids=stale)
+        if lexical is not None:
+            lexical.remove(stale)
         report.removed += len(stale)
 
 
-def drop_unlisted(col: Any, docs: list[Document], report: IngestReport) -> None:
+def drop_unlisted(
+    col: Any, docs: list[Document], report: IngestReport, lexical: LexicalIndex | None = None
+) -> None:
     """Delete documents that earlier ingests took from these files and that they no longer hold
     (records removed from a JSONL file, or records without an id whose text changed)."""
     listed: dict[str, set[str]] = defaultdict(set)
@@ -144,7 +175,7 @@ def drop_unlisted(col: Any, docs: list[Document], report: IngestReport) -> None:
             listed[doc.origin].add(doc.doc_id)
     if not listed:
         return
-    have = col.get(where={"ingested_from": {"$in": list(listed)}}, include=["metadatas"])
+    have = get_all(col, ["metadatas"], where={"ingested_from": {"$in": list(listed)}})
     stale = [
         cid
         for cid, meta in zip(have["ids"], have["metadatas"], strict=True)
@@ -152,6 +183,8 @@ def drop_unlisted(col: Any, docs: list[Document], report: IngestReport) -> None:
     ]
     for i in range(0, len(stale), UPSERT_BATCH):
         col.delete(ids=stale[i : i + UPSERT_BATCH])
+        if lexical is not None:
+            lexical.remove(stale[i : i + UPSERT_BATCH])
     report.removed += len(stale)
 
 

@@ -16,8 +16,15 @@ HTML_TYPES = {".html", ".htm"}
 RECORD_TYPES = {".json", ".jsonl"}
 SUPPORTED = sorted(TEXT_TYPES | HTML_TYPES | RECORD_TYPES | {".pdf"})
 RESERVED = {
-    "doc_id", "source", "title", "position", "heading", "ingested_at", "ingested_from", "text",
-}  # fmt: skip
+    "doc_id",
+    "source",
+    "title",
+    "position",
+    "heading",
+    "ingested_at",
+    "ingested_from",
+    "text",
+}
 
 
 @dataclass

@@ -23,13 +23,17 @@ Scores returned per hit:
 second best) and `fused_top` (the first hit's `score`). Relevance, not the fused score, because
 the router must tell "something matches" from "nothing does", and rank-based scores cannot.
 In `bm25` mode there are no dense similarities, so relevance only reflects identifiers.
+
+Both legs must know a chunk for it to be returned: a dense candidate the BM25 index does not hold,
+or a BM25 candidate whose vector Chroma cannot find, is skipped (another process may be midway
+through a write; see `service.py`). The chunk's text and metadata come from the BM25 index.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +43,7 @@ from retrieval.errors import RetrievalError
 from retrieval.fusion import LEXICAL_FLOOR, LEXICAL_TIE, RRF_K, normalised, ranks, rrf
 from retrieval.store import chroma_where
 
+log = logging.getLogger(__name__)
 MODES = ("hybrid", "dense", "bm25")
 MAX_TOP_K = 50
 IDENTIFIER_RE = re.compile(r"(?<![\w-])(?=[\w-]*[A-Za-z])(?=[\w-]*\d)[A-Za-z0-9][\w-]*[A-Za-z0-9]")
@@ -131,7 +136,7 @@ def _contains(text: str, ident: str) -> bool:
 
 def search_collection(
     col: Any,
-    lexical: Callable[[], LexicalIndex],
+    lexical: LexicalIndex,
     embedder: Embedder,
     query: str,
     top_k: int = 4,
@@ -140,12 +145,13 @@ def search_collection(
     k: int = RRF_K,
     identifier_leg: bool = True,
 ) -> SearchResult:
-    """Top-k chunks of `col` for `query`; `lexical` gives the collection's current BM25 index.
+    """Top-k chunks of `col` for `query`; `lexical` is the collection's BM25 index, at its
+    current version.
 
     `identifier_leg=False` fuses dense and BM25 only (plain two-way RRF), for comparison.
     """
     check_request(top_k, where, mode)
-    count = col.count()
+    count = len(lexical)
     if not count or not query.strip():
         return SearchResult([], dict(EMPTY))
     pool = max(top_k * 5, 20)  # candidates per leg: fusion can lift a leg's 20th to the top
@@ -158,25 +164,20 @@ def search_collection(
             query_embeddings=[query_vec],
             n_results=min(pool, count),
             where=chroma_where(where),
-            include=["documents", "metadatas", "distances"],
+            include=["distances"],
         )
-        for cid, text, meta, dist in zip(
-            res["ids"][0],
-            res["documents"][0],
-            res["metadatas"][0],
-            res["distances"][0],
-            strict=True,
-        ):
+        for cid, dist in zip(res["ids"][0], res["distances"][0], strict=True):
+            held = lexical.record(cid)
+            if held is None:  # not (or no longer) in the BM25 index: skipped, see above
+                continue
             dense[cid] = 1.0 - float(dist)  # cosine space: distance = 1 - similarity
-            records[cid] = (text, dict(meta))
+            records[cid] = held
     lexical_scores: dict[str, float] = {}
     if mode in ("hybrid", "bm25"):
-        index = lexical()
-        lexical_scores = dict(index.search(query, pool, where, include=list(dense)))
+        lexical_scores = dict(lexical.search(query, pool, where, include=list(dense)))
         for cid in lexical_scores:
-            if cid not in records and (held := index.record(cid)) is not None:
-                records[cid] = (held[0], dict(held[1]))
-        _fetch_missing(col, [c for c in lexical_scores if c not in records], records)
+            if cid not in records and (held := lexical.record(cid)) is not None:
+                records[cid] = held
     idents = identifiers(query)
     exact = {
         cid: float(n)
@@ -193,21 +194,35 @@ def search_collection(
         rankings.append(ranks(exact))
         legs += 1
     fused = rrf([r for r in rankings if r], k=k)
-    chosen = sorted(fused, key=lambda c: (-fused[c], c))[:top_k]
+    order = sorted(fused, key=lambda c: (-fused[c], c))
+    chosen = order[:top_k]
     if query_vec is not None:
-        _fill_dense(col, query_vec, [c for c in chosen if c not in dense], dense)
+        # Chunks only BM25 found get their cosine similarity from their stored vectors; one
+        # whose vector Chroma cannot find is skipped and the next in line takes its place.
+        rest = order[top_k:]
+        missing = _fill_dense(col, query_vec, [c for c in chosen if c not in dense], dense)
+        while missing:
+            chosen = [c for c in chosen if c not in missing]
+            extra, rest = rest[: top_k - len(chosen)], rest[top_k - len(chosen) :]
+            chosen += extra
+            missing = _fill_dense(col, query_vec, [c for c in extra if c not in dense], dense)
     hits = []
     for cid in chosen:
         text, meta = records[cid]
-        hits.append(Hit(
-            id=cid, doc_id=str(meta.get("doc_id", "")), source=str(meta.get("source", "")),
-            title=str(meta.get("title", "")), text=text,
-            score=round(min(1.0, normalised(fused[cid], legs, k)), 4),
-            relevance=round(max(dense.get(cid, 0.0), 1.0 if cid in exact else 0.0, 0.0), 4),
-            dense=round(dense[cid], 4) if cid in dense else None,
-            bm25=round(lexical_scores[cid], 4) if cid in lexical_scores else None,
-            metadata={k: v for k, v in meta.items() if k not in ("doc_id", "source", "title")},
-        ))  # fmt: skip
+        hits.append(
+            Hit(
+                id=cid,
+                doc_id=str(meta.get("doc_id", "")),
+                source=str(meta.get("source", "")),
+                title=str(meta.get("title", "")),
+                text=text,
+                score=round(min(1.0, normalised(fused[cid], legs, k)), 4),
+                relevance=round(max(dense.get(cid, 0.0), 1.0 if cid in exact else 0.0, 0.0), 4),
+                dense=round(dense[cid], 4) if cid in dense else None,
+                bm25=round(lexical_scores[cid], 4) if cid in lexical_scores else None,
+                metadata={k: v for k, v in meta.items() if k not in ("doc_id", "source", "title")},
+            )
+        )
     return SearchResult(hits, strength(hits))
 
 
@@ -220,23 +235,28 @@ def strength(hits: list[Hit]) -> dict[str, float]:
     return {"top": round(best[0], 4), "margin": round(margin, 4), "fused_top": hits[0].score}
 
 
-def _fetch_missing(
-    col: Any, ids: list[str], records: dict[str, tuple[str, dict[str, Any]]]
-) -> None:
-    # Only when the BM25 index lacks a chunk's text (an index from an older layout).
+def _fill_dense(
+    col: Any, query_vec: list[float], ids: list[str], dense: dict[str, float]
+) -> list[str]:
+    """Add the cosine similarity of `ids` to `dense` from their stored vectors; returns the ids
+    Chroma has no vector for."""
     if not ids:
-        return
-    got = col.get(ids=ids, include=["documents", "metadatas"])
-    for cid, text, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True):
-        records[cid] = (text, dict(meta))
-
-
-def _fill_dense(col: Any, query_vec: list[float], ids: list[str], dense: dict[str, float]) -> None:
-    # Chunks that only BM25 found still get their cosine similarity, from the stored vectors.
-    if not ids:
-        return
-    got = col.get(ids=ids, include=["embeddings"])
+        return []
+    try:
+        got = col.get(ids=ids, include=["embeddings"])
+        vectors = dict(zip(got["ids"], got["embeddings"], strict=True))
+    except Exception as exc:  # noqa: BLE001 - "Error finding id" for one id fails them all
+        log.info("vector look-up failed (%s); retrying id by id", exc)
+        vectors = {}
+        for cid in ids:
+            try:
+                one = col.get(ids=[cid], include=["embeddings"])
+            except Exception:  # noqa: BLE001, S112 - a vector this client cannot find: skipped
+                continue
+            if one["ids"]:
+                vectors[cid] = one["embeddings"][0]
     q = math.sqrt(sum(a * a for a in query_vec)) or 1.0
-    for cid, vec in zip(got["ids"], got["embeddings"], strict=True):
+    for cid, vec in vectors.items():
         norm = math.sqrt(sum(float(b) * float(b) for b in vec)) or 1.0
         dense[cid] = sum(a * float(b) for a, b in zip(query_vec, vec, strict=True)) / (q * norm)
+    return [cid for cid in ids if cid not in vectors]

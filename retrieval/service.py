@@ -1,17 +1,27 @@
 """Per-tenant retrieval: ingest into Chroma + BM25, delete, and hybrid search.
 
-Consistency between the two indexes: Chroma is the source of truth and is written first; the
-tenant's BM25 index is then rebuilt from what Chroma holds (also when the write failed part-way),
-and it records the collection version it was built from. A reader whose index is missing, damaged
-or of another version rebuilds it from Chroma before searching, so the lexical leg can lag a write
-by at most that rebuild, and can never answer with chunks Chroma no longer has.
+Consistency between the two indexes. Chroma is the source of truth and is written first; each
+change then goes into the tenant's in-memory BM25 index (`bm25.LexicalIndex`), and the write
+ends by giving the collection a new version. A reader whose index is of another version (a
+write by another process, or a gateway replica) catches up by diffing chunk ids with Chroma,
+fetching only what it lacks; if the write came from another process, an embedded Chroma client
+is reopened first (see `store.py`), so the dense leg sees the same chunks. Search only returns a
+chunk both legs hold: one known to one leg only (mid-write in another process) is skipped.
+
+Writers on one embedded path serialise per tenant with a file lock in `bm25_dir` (processes that
+share a Chroma path share its data directory, and so this lock), so two processes never
+interleave their writes to one tenant.
 """
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import shutil
 import threading
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +38,14 @@ from retrieval.ingest import (
 )
 from retrieval.loaders import Document, load_bytes, record_to_document
 from retrieval.search import EMPTY, Hit, SearchResult, check_request, search_collection
-from retrieval.store import ChromaStore, check_tenant, version
+from retrieval.store import ChromaStore, check_tenant, get_all, version
 
 __all__ = ["Hit", "IngestReport", "RetrievalService", "SearchResult"]
+
+log = logging.getLogger(__name__)
+# A snapshot of a tenant's BM25 index is written when this share of it changed since the last
+# one (a process starting up loads it and fetches only what changed after it).
+SNAPSHOT_SHARE = 0.1
 
 
 class RetrievalService:
@@ -59,29 +74,72 @@ class RetrievalService:
         self.chunk_tokens = chunk_tokens
         self.overlap = overlap
         self._lexical: dict[str, bm25.LexicalIndex] = {}
-        # One lock per tenant around writes and BM25 rebuilds; tenants never wait on each other.
+        # Per tenant: one lock around writes (with a file lock across processes), one around
+        # bringing the BM25 index up to date; tenants never wait on each other.
         self._locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._sync_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
 
-    # -- lexical leg --------------------------------------------------------------------------
-    def _rebuild_lexical(self, tenant: str, col: Any) -> bm25.LexicalIndex:
-        data = col.get(include=["documents", "metadatas"])
-        index = bm25.build(
-            data["ids"], data["documents"] or [], data["metadatas"] or [], version(col)
-        )
-        bm25.save(index, self.bm25_dir / tenant)
-        self._lexical[tenant] = index
-        return index
+    # -- consistency --------------------------------------------------------------------------
+    @contextmanager
+    def _collection(self, tenant: str, create: bool) -> Iterator[Any]:
+        """The tenant's collection (None if absent and not `create`) inside a store session,
+        on a client that has seen every write other processes made to it."""
+        for attempt in (0, 1):
+            with self.store.guard(), self.store.session():
+                col = self.store.collection(tenant, self.embedder.name, create=create)
+                if col is None or attempt or not self.store.changed_elsewhere(col):
+                    if col is not None:
+                        self.store.saw(col)
+                    yield col
+                    return
+            self.store.reopen()
+
+    @contextmanager
+    def _writing(self, tenant: str) -> Iterator[None]:
+        """Exclusive write access to a tenant: threads of this process, and other processes."""
+        with self._locks[tenant]:
+            self.bm25_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.bm25_dir / f".{tenant}.lock", "a+") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _lexical_for(self, tenant: str, col: Any) -> bm25.LexicalIndex:
+        """The tenant's BM25 index at the collection's current version."""
         current = version(col)
         index = self._lexical.get(tenant)
-        if index is None or index.version != current:
-            index = bm25.load(self.bm25_dir / tenant)
-            if index is None or index.version != current:
-                with self._locks[tenant]:
-                    index = self._rebuild_lexical(tenant, col)
-            self._lexical[tenant] = index
+        if index is not None and index.version == current:
+            return index
+        with self._sync_locks[tenant]:
+            index = self._lexical.get(tenant)
+            if index is None:
+                index = bm25.load(self.bm25_dir / tenant) or bm25.LexicalIndex()
+                self._lexical[tenant] = index
+            if index.version != current:
+                bm25.catch_up(index, col, current)
+                self._maybe_save(tenant, index)
         return index
+
+    def _maybe_save(self, tenant: str, index: bm25.LexicalIndex) -> None:
+        if index.changes and index.changes >= SNAPSHOT_SHARE * len(index):
+            try:
+                index.save(self.bm25_dir / tenant)
+            except OSError as exc:  # a snapshot only speeds up start-up; another process won
+                log.info("BM25 snapshot for %s not written: %s", tenant, exc)
+
+    def _finish_write(self, tenant: str, col: Any, index: bm25.LexicalIndex, ok: bool) -> None:
+        """Give the collection a new version and leave the index at it (after a failed write,
+        by diffing with what Chroma holds)."""
+        before = version(self.store.collection(tenant, self.embedder.name, create=False) or col)
+        new = self.store.bump_version(col)
+        if ok and before == index.version and (self.store.embedded or len(index) == col.count()):
+            index.version = new
+        else:
+            # A failed write, or (server mode) another replica wrote meanwhile: diff.
+            bm25.catch_up(index, col, new)
+        self._maybe_save(tenant, index)
 
     # -- ingest -------------------------------------------------------------------------------
     def ingest_documents(
@@ -94,23 +152,22 @@ class RetrievalService:
         check_tenant(tenant)
         prepared = prepare(docs, self.chunk_tokens, self.overlap)
         report = IngestReport()
-        with self.store.guard(), self._locks[tenant]:
-            col = self.store.collection(tenant, self.embedder.name, create=True)
+        with self._writing(tenant), self._collection(tenant, create=True) as col:
+            index = self._lexical_for(tenant, col)
             failed = True
             try:
                 with progress_bar(progress, len(docs)) as advance:
                     for start in range(0, len(prepared), INGEST_BATCH):
                         batch = prepared[start : start + INGEST_BATCH]
-                        ingest_batch(col, self.embedder, batch, report)
+                        ingest_batch(col, self.embedder, batch, report, index)
                         advance(len(batch))
                 # Only after every batch landed: a failed ingest must not delete what it has
                 # not replaced yet.
-                drop_unlisted(col, docs, report)
+                drop_unlisted(col, docs, report, index)
                 failed = False
             finally:
                 if failed or report.added or report.removed:
-                    self.store.bump_version(col)
-                    self._rebuild_lexical(tenant, col)
+                    self._finish_write(tenant, col, index, ok=not failed)
         return report
 
     def ingest_bytes(self, tenant: str, filename: str, data: bytes) -> IngestReport:
@@ -148,7 +205,7 @@ class RetrievalService:
         """Delete the tenant's collection and BM25 index, so a tenant created later under the
         same name starts empty; returns whether there was a collection."""
         check_tenant(tenant)
-        with self._locks[tenant]:
+        with self._writing(tenant), self.store.guard(), self.store.session():
             existed = self.store.drop(tenant)
             self._lexical.pop(tenant, None)
             for path in (self.bm25_dir / tenant, self.bm25_dir / f"{tenant}.old"):
@@ -157,28 +214,34 @@ class RetrievalService:
 
     def _delete(self, tenant: str, where: dict[str, Any]) -> int:
         check_tenant(tenant)
-        with self.store.guard(), self._locks[tenant]:
-            col = self.store.collection(tenant, self.embedder.name, create=False)
+        with self._writing(tenant), self._collection(tenant, create=False) as col:
             if col is None:
                 return 0
+            index = self._lexical_for(tenant, col)
             ids = col.get(where=where, include=[])["ids"]
             if ids:
+                ok = False
                 try:
                     col.delete(ids=ids)
+                    index.remove(ids)
+                    ok = True
                 finally:
-                    self.store.bump_version(col)
-                    self._rebuild_lexical(tenant, col)
+                    self._finish_write(tenant, col, index, ok)
             return len(ids)
 
     # -- read ---------------------------------------------------------------------------------
     def stats(self, tenant: str) -> dict[str, Any]:
         """Chunk and document counts, the embedding model and the collection version."""
-        with self.store.guard():
-            col = self.store.collection(tenant, self.embedder.name, create=False)
+        with self._collection(tenant, create=False) as col:
             if col is None:
-                return {"tenant": tenant, "chunks": 0, "documents": 0,
-                        "embedding_model": self.embedder.name, "version": ""}  # fmt: skip
-            metas = col.get(include=["metadatas"])["metadatas"] or []
+                return {
+                    "tenant": tenant,
+                    "chunks": 0,
+                    "documents": 0,
+                    "embedding_model": self.embedder.name,
+                    "version": "",
+                }
+            metas = get_all(col, ["metadatas"])["metadatas"]
             return {
                 "tenant": tenant,
                 "chunks": len(metas),
@@ -196,14 +259,13 @@ class RetrievalService:
         mode: str = "hybrid",
     ) -> SearchResult:
         """Top-k chunks for `query` (see `retrieval.search`); empty for a tenant without documents."""
-        with self.store.guard():
-            col = self.store.collection(tenant, self.embedder.name, create=False)
+        check_request(top_k, where, mode)
+        with self._collection(tenant, create=False) as col:
             if col is None:
-                check_request(top_k, where, mode)
                 return SearchResult([], dict(EMPTY))
             return search_collection(
                 col,
-                lambda: self._lexical_for(tenant, col),
+                self._lexical_for(tenant, col),
                 self.embedder,
                 query,
                 top_k=top_k,

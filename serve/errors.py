@@ -1,112 +1,73 @@
-"""Errors as values inside, OpenAI-style HTTP bodies at the edge.
+"""Errors as values: what went wrong and what the caller should change, with no HTTP in it.
 
-Every error a caller can cause becomes `{"error": {"message", "type", "code", "param"}}` with a 4xx
-status. The libraries (`adapters`, `retrieval`, `training`) raise their own exceptions that carry
-`status_code`, `code` and `message`; `to_api_error` maps those too, without importing them.
+Services (tenants, routing, chat, adapter admin) raise `ServiceError`; the libraries raise their
+own errors with the same three attributes (`kind`, `code`, `message`). The edges translate a kind
+once: the gateway into a status code and an OpenAI-style body (`serve.gateway.errors`), the CLI
+into an exit status and a message (`serve.cli.common`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
-from fastapi.responses import JSONResponse
+Kind = Literal[
+    "invalid",  # the request is malformed or asks for something impossible
+    "unauthorized",  # no or wrong credentials
+    "forbidden",  # credentials fine, but this caller may not do this
+    "not_found",  # no such thing (or not visible to this caller)
+    "conflict",  # the current state refuses it (name taken, gates failed, ...)
+    "too_large",  # over a size limit
+    "unsupported",  # a file type or format loraplex does not take
+    "rate_limited",  # over a quota; retry later
+    "unavailable",  # a dependency (vLLM, Chroma, the database) is down; retry later
+    "timeout",  # a dependency did not answer in time
+    "internal",  # our fault
+]
+KINDS: tuple[Kind, ...] = Kind.__args__  # type: ignore[attr-defined]
 
-_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "invalid_request_error",
-    409: "conflict_error",
-    413: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-    503: "service_unavailable_error",
-    504: "timeout_error",
-}
 
-
-class ApiError(Exception):
-    """An error with an HTTP status and an OpenAI-style body."""
+class ServiceError(Exception):
+    """A failure the caller can act on: `kind` says what sort, `message` what to change."""
 
     def __init__(
         self,
-        status_code: int,
         message: str,
-        code: str | None = None,
+        code: str,
+        kind: Kind = "invalid",
         *,
         param: str | None = None,
-        type: str | None = None,
-        headers: dict[str, str] | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
-        self.status_code = status_code
         self.message = message
         self.code = code
+        self.kind = kind
         self.param = param
-        self.type = type or _TYPES.get(status_code, "api_error")
-        self.headers = headers or {}
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "code": self.code,
-                "param": self.param,
-            }
-        }
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status_code, headers=self.headers)
+        self.retry_after = retry_after
 
 
-# What each kind of error the libraries raise means over HTTP.
-KIND_STATUS = {
-    "invalid": 400,
-    "unauthorized": 401,
-    "forbidden": 403,
-    "not_found": 404,
-    "conflict": 409,
-    "too_large": 413,
-    "unsupported": 415,
-    "rate_limited": 429,
-    "internal": 500,
-    "unavailable": 503,
-    "timeout": 504,
-}
+def kind_of(exc: BaseException) -> str | None:
+    """The kind of a service or library error (anything with a known `kind`), else None."""
+    kind = getattr(exc, "kind", None)
+    return kind if kind in KINDS else None
 
 
-def to_api_error(exc: BaseException) -> ApiError | None:
-    """Map a library exception that carries `kind`/`code`/`message` to an ApiError."""
-    if isinstance(exc, ApiError):
-        return exc
-    status = KIND_STATUS.get(getattr(exc, "kind", None) or "")
-    if status is None:
-        status = getattr(exc, "status_code", None)
-    if isinstance(status, int) and 400 <= status < 600:
-        return ApiError(
-            status,
-            str(getattr(exc, "message", None) or exc),
-            getattr(exc, "code", None),
-            headers=getattr(exc, "headers", None),
-        )
-    return None
-
-
-def model_not_found(model: str) -> ApiError:
-    return ApiError(
-        404,
+def model_not_found(model: str) -> ServiceError:
+    """The one answer for a model the caller may not use: it never says whether it exists."""
+    return ServiceError(
         f"The model '{model}' does not exist or you do not have access to it. "
         "GET /v1/models lists the models you can use.",
         "model_not_found",
+        "not_found",
         param="model",
     )
 
 
-def engine_unavailable(detail: str, retry_after: int = 5) -> ApiError:
-    return ApiError(
-        503,
+def engine_unavailable(detail: str, retry_after: int = 5) -> ServiceError:
+    """vLLM is down, restarting or refusing: retry shortly."""
+    return ServiceError(
         f"The model server is not available right now ({detail}); retry shortly.",
         "engine_unavailable",
-        headers={"Retry-After": str(retry_after)},
+        "unavailable",
+        retry_after=retry_after,
     )

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from training.dedup import clusters, ngrams, normalised
 from training.errors import TrainingError
+from training.evaluate.gates import Gates
 from training.formats import load_jsonl
 from training.manifest import Report, check_out_dir, write_dataset
 from training.pii import redact
@@ -202,8 +203,12 @@ def prepare(
     cfg: PrepareConfig | None = None,
     eval_sets: list[Path] | None = None,
     mix: Path | None = None,
+    gates: Gates | None = None,
 ) -> dict[str, Any]:
     """Curate `inputs` into `out_dir` (replaced atomically); return the manifest.
+
+    `gates` (default: `Gates()`) are recorded in the manifest: the go / no-go bar is fixed
+    before any adapter is trained on this data, and evaluation applies what was recorded.
 
     Steps, in order: parse and validate (per file format, line-numbered rejections), PII,
     quality filters, exact duplicates, near duplicates (MinHash LSH), decontamination against
@@ -278,7 +283,7 @@ def prepare(
     report.pii_found = dict(pii_counts)
     report.splits = {k: len(v) for k, v in splits.items()}
     return write_dataset(out_dir, splits, report, asdict(cfg), list(inputs), list(eval_sets or []),
-                         mix, exemplars)  # fmt: skip
+                         mix, exemplars, (gates or Gates()).to_dict())  # fmt: skip
 
 
 def _clean(

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adapters.validation import sha256_file
 from training.errors import TrainingError
 from training.formats import rejection_summary, write_jsonl
 
@@ -32,15 +33,6 @@ class Report:
     mixed_in: int = 0
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_dataset(
     out_dir: Path,
     splits: dict[str, list[dict[str, Any]]],
@@ -50,10 +42,12 @@ def write_dataset(
     eval_sets: list[Path],
     mix: Path | None,
     exemplars: list[str] | None = None,
+    gates: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write split files, manifest.json, report.json and report.md atomically; return the manifest.
 
-    `exemplars` are typical task prompts, recorded for the router when the adapter is registered.
+    `exemplars` are typical task prompts, recorded for the router when the adapter is registered;
+    `gates` the evaluation gates fixed for adapters trained on this data.
     """
     out_dir = check_out_dir(out_dir, [*inputs, *eval_sets, *([mix] if mix else [])])
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -82,6 +76,7 @@ def write_dataset(
             "rejected_by_reason": rejection_summary(report.rejected_lines),
             "pii_found": report.pii_found,
             "exemplars": list(exemplars or []),
+            "gates": gates,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
         (tmp / "report.json").write_text(json.dumps(asdict(report), indent=2, default=str))

@@ -270,6 +270,7 @@ def finish(
         "first_train_loss": train_loss[0][1] if train_loss else None,
         "last_train_loss": train_loss[-1][1] if train_loss else None,
         **val_summary(base_val, val_loss),
+        "gates": manifest.get("gates"),  # fixed at data preparation; evaluation applies them
     }
     write_report(out_dir, report)
     exemplars = exemplar_prompts(manifest, train_rows)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,13 @@ import httpx
 import openai
 import pytest
 
-from serve.launcher import VllmServer
-from serve.models import is_prepared, pull
+from serve.engine.basemodel import is_prepared, pull
+from serve.engine.launcher import VllmServer
 from serve.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_KEY = "lpx-admin-test-key"
+VLLM_KEY = "lpx-vllm-integration-key"
 
 
 def free_port() -> int:
@@ -57,6 +59,15 @@ class Stack:
     @property
     def vllm_url(self) -> str:
         return self.vllm.url
+
+    @property
+    def vllm_key(self) -> str:
+        return VLLM_KEY
+
+    @property
+    def vllm_headers(self) -> dict[str, str]:
+        """What a direct call to vLLM needs: it answers only the gateway's key."""
+        return {"Authorization": f"Bearer {VLLM_KEY}"}
 
     @property
     def admin_key(self) -> str:
@@ -103,14 +114,9 @@ class Stack:
 def _start_gateway(stack: Stack) -> None:
     import uvicorn
 
-    config = uvicorn.Config(
-        stack.app,
-        host=stack.settings.host,
-        port=stack.settings.port,
-        log_level="warning",
-        access_log=False,
-    )
-    stack.server = uvicorn.Server(config)
+    from serve.gateway.app import server_config
+
+    stack.server = uvicorn.Server(server_config(stack.app, stack.settings, log_level="warning"))
     stack.thread = threading.Thread(target=stack.server.run, daemon=True)
     stack.thread.start()
     deadline = time.monotonic() + 120
@@ -123,7 +129,7 @@ def _start_gateway(stack: Stack) -> None:
 @pytest.fixture(scope="session")
 def stack(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Real vLLM (CPU build, float32, LoRA on) plus the real gateway, once per test run."""
-    from serve.app import create_app
+    from serve.gateway.app import create_app
 
     data_dir = tmp_path_factory.mktemp("loraplex-data")
     settings = Settings.load(
@@ -132,6 +138,9 @@ def stack(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         port=free_port(),
         vllm_port=free_port(),
         admin_key=ADMIN_KEY,
+        vllm_api_key=VLLM_KEY,
+        # The gateway shares this process with training tests: leave torch's threads alone.
+        embedding_threads=0,
         demo_tenant="",
         vllm_max_model_len=2048,
         vllm_max_loras=4,
@@ -150,6 +159,29 @@ def stack(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             if stack.thread is not None:
                 stack.thread.join(timeout=30)
         vllm.stop()
+
+
+@contextmanager
+def running_gateway(settings: Settings, vllm: VllmServer) -> Iterator[Stack]:
+    """Another in-process gateway with its own settings (data dir, port) on a running vLLM."""
+    from serve.gateway.app import create_app
+
+    stack = Stack(settings, vllm, create_app(settings, [vllm.url]))
+    try:
+        _start_gateway(stack)
+        yield stack
+    finally:
+        if stack.server is not None:
+            stack.server.should_exit = True
+            if stack.thread is not None:
+                stack.thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def gateway_on() -> Callable[[Settings, VllmServer], Any]:
+    """`with gateway_on(settings, vllm) as gw:` runs a gateway of a test's own (so what a test
+    does to tenants and adapters stays out of the shared one) on a running vLLM."""
+    return running_gateway
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -76,7 +76,9 @@ def test_register_serve_promote_rollback_remove(stack, adapters_dir) -> None:
         resp = upload(admin, zipped(adapters_dir["v1"]), "colours", tenant="ad-acme")
         assert resp.status_code == 201, resp.text
         body = resp.json()
-        assert body["adapter"]["version"] == 1 and all(r["ok"] for r in body["load"])
+        assert body["adapter"]["version"] == 1 and all(
+            r["ok"] for rs in body["load"].values() for r in rs
+        )
 
         cards = {m.id: m for m in client.models.list().data}
         assert cards["colours"].model_extra["parent"] == stack.settings.base_model
@@ -114,7 +116,7 @@ def test_cli_changes_reach_the_running_gateway(stack, adapters_dir) -> None:
     """`loraplex adapters ...` edits the registry directly, then has the gateway load/unload."""
     from typer.testing import CliRunner
 
-    from serve.commands.adapters import app
+    from serve.cli.adapters import app
 
     client = stack.openai(stack.make_tenant("ad-cli"))
     env = {
@@ -130,7 +132,8 @@ def test_cli_changes_reach_the_running_gateway(stack, adapters_dir) -> None:
         return result.output
 
     def held() -> set[str]:
-        return {m["id"] for m in httpx.get(f"{stack.vllm_url}/v1/models").json()["data"]}
+        resp = httpx.get(f"{stack.vllm_url}/v1/models", headers=stack.vllm_headers)
+        return {m["id"] for m in resp.json()["data"]}
 
     out = cli("register", str(adapters_dir["v1"]), "--name", "edited", "--tenant", "ad-cli")
     assert "registered edited@1 (prod)" in out and "edited@1 loaded on 1/1" in out
@@ -243,7 +246,11 @@ def test_adapter_survives_vllm_forgetting_and_restarting(stack, adapters_dir) ->
         )
     expected = ask(client, "sturdy").choices[0].message.content
     # vLLM drops the adapter behind the gateway's back: the next request loads it again.
-    httpx.post(f"{stack.vllm_url}/v1/unload_lora_adapter", json={"lora_name": "sturdy-v1"})
+    httpx.post(
+        f"{stack.vllm_url}/v1/unload_lora_adapter",
+        json={"lora_name": "sturdy-v1"},
+        headers=stack.vllm_headers,
+    )
     assert ask(client, "sturdy").choices[0].message.content == expected
     # A full restart: vLLM forgets everything; the resolver plugin finds it in the registry,
     # and the gateway would reload it on demand otherwise.
@@ -251,6 +258,7 @@ def test_adapter_survives_vllm_forgetting_and_restarting(stack, adapters_dir) ->
     direct = httpx.post(
         f"{stack.vllm_url}/v1/chat/completions",
         json={"model": "sturdy-v1", "messages": QUESTION, "temperature": 0, "max_tokens": 12},
+        headers=stack.vllm_headers,
         timeout=120,
     )
     assert direct.status_code == 200, direct.text

@@ -64,11 +64,12 @@ def test_models_lists_the_base_model(stack, client) -> None:
     assert stack.settings.base_model in ids and "auto" in ids
 
 
-def test_auto_model_answers_with_the_name_asked_for(client) -> None:
+def test_auto_model_answers_with_the_model_that_served(stack, client) -> None:
     resp = client.chat.completions.create(
         model="auto", messages=QUESTION, temperature=0, max_tokens=24
     )
-    assert resp.model == "auto" and "Paris" in resp.choices[0].message.content
+    assert resp.model == stack.settings.base_model and "Paris" in resp.choices[0].message.content
+    assert resp.model_extra["loraplex"]["router_version"] == "thresholds"
 
 
 def _error(resp: httpx.Response, status: int, code: str | None = None) -> dict:
@@ -134,7 +135,8 @@ def test_health_ready_and_metrics(stack, client) -> None:
         assert http.get("/healthz").json() == {"status": "ok"}
         ready = http.get("/readyz")
         assert ready.status_code == 200 and all(ready.json()["replicas"].values())
-        text = http.get("/metrics").text
+        assert http.get("/metrics").status_code == 401  # tenant names are for operators only
+        text = http.get("/metrics", headers={"Authorization": f"Bearer {stack.admin_key}"}).text
     assert (
         'loraplex_requests_total{model="SmolLM2-135M-Instruct",route="prompt",status="200",tenant="gw-acme"}'
         in text
@@ -168,12 +170,12 @@ def test_engine_down_is_a_503_with_retry_after(stack, tmp_path) -> None:
 
     from fastapi.testclient import TestClient
 
-    from serve.app import create_app
+    from serve.gateway.app import create_app
 
     settings = stack.settings.model_copy(update={"data_dir": tmp_path, "database_url": None})
     app = create_app(settings, [f"http://127.0.0.1:{stack.free_port()}"])
     with TestClient(app) as http:
-        _, key = app.state.loraplex.tenants.create("down")
+        _, key = app.state.loraplex.services.tenants.create("down")
         auth = {"Authorization": f"Bearer {key}"}
         started = time.monotonic()
         resp = http.post(

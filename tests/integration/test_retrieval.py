@@ -120,7 +120,16 @@ def test_embedding_model_is_recorded_and_checked(tmp_path, embedder) -> None:
 
     with pytest.raises(RetrievalError, match="embedded with 'all-MiniLM-L6-v2'") as exc:
         RetrievalService(embedder=Other(), **kwargs).search("acme", "kettle")
-    assert exc.value.status_code == 409
+    assert exc.value.kind == "conflict"
+
+
+def test_onnx_embeddings_equal_sentence_transformers(embedder) -> None:
+    texts = ["Product SKU-4417: the red lamp costs 27 euros.", "Opening hours", "x " * 400]
+    torch = SentenceTransformerEmbedder(backend="torch")
+    assert embedder.embed(texts[:1]) and embedder.active == "onnx"
+    for got, want in zip(embedder.embed(texts), torch.embed(texts), strict=True):
+        assert max(abs(a - b) for a, b in zip(got, want, strict=True)) < 1e-4
+    assert embedder.name == torch.name == "all-MiniLM-L6-v2"  # the same model to a collection
 
 
 def test_bm25_index_is_rebuilt_when_damaged(service, tmp_path) -> None:
@@ -175,7 +184,7 @@ def test_delete_by_source_stats_and_bad_tenant(service, embedder) -> None:
     assert "p1" not in top(service, "acme", "SKU-4401", "bm25")
     with pytest.raises(RetrievalError, match="tenant '../x' is invalid") as exc:
         service.search("../x", "kettle")
-    assert exc.value.status_code == 400
+    assert exc.value.kind == "invalid"
 
 
 @pytest.fixture
@@ -225,7 +234,7 @@ def test_unreachable_server_is_a_503(tmp_path, embedder) -> None:
                             embedder=embedder)  # fmt: skip
     with pytest.raises(RetrievalError) as exc:
         dead.search("acme", "kettle")
-    assert exc.value.status_code == 503
+    assert exc.value.kind == "unavailable"
 
 
 FACT = "The Zorblax 3000 drone has a maximum flight time of 47 minutes."

@@ -74,13 +74,62 @@ def test_trained_adapter_is_served_by_vllm(stack, sft_run) -> None:
     )
 
 
-def test_evaluation_compares_with_the_base(sft_run, dataset, model_dir) -> None:
+def test_evaluation_gives_go_for_a_json_adapter(stack, sft_run, dataset, model_dir) -> None:
+    """The real eval on the test fixture's vLLM server: temporary adapter, one batch of
+    answers from base and adapter, gates recorded at `prepare`, copied by training."""
+    import httpx
+
     from training.evaluate import evaluate
 
-    report = evaluate(sft_run.adapter_dir, dataset, model_dir, limit=4)
-    assert report["adapter"]["loss"] < report["base"]["loss"]
-    assert "json_valid" in report["adapter"] and set(report["checks"]) >= {"task loss improves"}
-    assert (sft_run.adapter_dir.parent / "eval.png").is_file()
+    report = evaluate(
+        sft_run.adapter_dir,
+        dataset,
+        model_dir,
+        backend="server",
+        vllm_url=stack.vllm_url,
+        vllm_api_key=stack.vllm_key,
+        limit=6,
+        general_limit=8,
+    )
+    m = report["metrics"]
+    assert report["go"], report["check_list"]
+    assert report["task"]["task_metric"] == "key_match" and report["gates_source"] == "run"
+    assert m["key_match"]["adapter"] - m["key_match"]["base"] >= 0.1
+    assert m["json_valid"]["adapter"] >= m["json_valid"]["base"]
+    assert m["answer_loss"]["adapter"] < m["answer_loss"]["base"]
+    assert report["backend"]["name"] == "server" and report["backend"]["answers"] == 2 * (6 + 8)
+    assert report["general"]["overall"]["items"] == 8
+    out = sft_run.adapter_dir.parent
+    for name in ("eval.json", "eval.md", "eval.png", "eval_examples.jsonl", "eval_general.jsonl"):
+        assert (out / name).is_file(), name
+    # The temporary adapter is gone from the server again.
+    served = httpx.get(f"{stack.vllm_url}/v1/models", headers=stack.vllm_headers).json()["data"]
+    assert not [m["id"] for m in served if m["id"].startswith("loraplex-eval-")]
+
+
+def test_evaluation_refuses_an_adapter_for_another_base(
+    stack, sft_run, dataset, model_dir, tmp_path
+) -> None:
+    import shutil
+
+    from training.evaluate import evaluate
+
+    other = tmp_path / "run" / "adapter"
+    shutil.copytree(sft_run.adapter_dir, other)
+    cfg = json.loads((other / "adapter_config.json").read_text())
+    (other / "adapter_config.json").write_text(
+        json.dumps({**cfg, "base_model_name_or_path": "Qwen2.5-0.5B-Instruct"})
+    )
+    with pytest.raises(TrainingError, match="trained for base model 'Qwen2.5-0.5B-Instruct'"):
+        evaluate(
+            other,
+            dataset,
+            model_dir,
+            backend="server",
+            vllm_url=stack.vllm_url,
+            vllm_api_key=stack.vllm_key,
+        )
+    assert not (tmp_path / "run" / "eval.json").exists()
 
 
 def test_qlora_runs_on_cpu(model_dir, dataset, tmp_path) -> None:
@@ -107,6 +156,38 @@ def test_dpo_runs(model_dir, tmp_path) -> None:
     assert result.report["method"] == "dpo" and result.report["steps"] == 2
     assert result.report["base_val_loss"] is not None  # held-out pairs are evaluated
     assert (result.adapter_dir / "adapter_config.json").is_file()
+
+
+def test_dpo_adapter_is_evaluated_by_preference_accuracy(stack, model_dir, tmp_path) -> None:
+    from training.dpo import train_dpo
+    from training.evaluate import evaluate
+
+    pairs = [
+        {
+            "prompt": f"Give the number {i} as JSON.",
+            "chosen": json.dumps({"n": i}),
+            "rejected": f"The number is {i}.",
+        }
+        for i in range(20)
+    ]
+    write_jsonl(tmp_path / "raw.jsonl", pairs)
+    prepare([tmp_path / "raw.jsonl"], tmp_path / "data")
+    cfg = TrainConfig(base_model_dir=model_dir, max_steps=2, **SMALL)
+    result = train_dpo(cfg, tmp_path / "data", tmp_path / "dpo", progress=False)
+    report = evaluate(
+        result.adapter_dir,
+        tmp_path / "data",
+        model_dir,
+        backend="server",
+        vllm_url=stack.vllm_url,
+        vllm_api_key=stack.vllm_key,
+        general_limit=4,
+    )
+    assert report["kind"] == "dpo" and report["data"]["split"] == "preference_validation"
+    pa = report["metrics"]["preference_accuracy"]
+    assert report["data"]["examples"] == 2 and 0 <= pa["base"] <= 1 and 0 <= pa["adapter"] <= 1
+    assert "preference_accuracy gain >= 0.05" in report["checks"]
+    assert (tmp_path / "dpo" / "eval.md").is_file()
 
 
 def test_resume_continues_from_the_checkpoint(model_dir, tmp_path) -> None:
@@ -137,8 +218,9 @@ def test_bad_inputs_fail_before_training(model_dir, tmp_path) -> None:
     assert not (tmp_path / "o").exists()
 
 
-def test_cli_prepare_train_register(model_dir, tmp_path) -> None:
-    """The three commands a user runs, end to end through the real CLI."""
+def test_cli_prepare_train_register(stack, model_dir, tmp_path) -> None:
+    """The three commands a user runs, end to end through the real CLI: the gate evaluation
+    generates on the test stack's vLLM server."""
     import os
     import subprocess
     import sys
@@ -148,8 +230,10 @@ def test_cli_prepare_train_register(model_dir, tmp_path) -> None:
         **os.environ,
         "LORAPLEX_DATA_DIR": str(tmp_path / "state"),
         "LORAPLEX_MODEL_DIR": str(model_dir),
+        "LORAPLEX_VLLM_API_KEY": stack.vllm_key,
     }
     cli = [sys.executable, "-m", "serve.cli"]
+    engine = ["--vllm-url", stack.vllm_url, "--general-limit", "4"]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*cli, *args], env=env, capture_output=True, text=True, timeout=600)
@@ -165,14 +249,18 @@ def test_cli_prepare_train_register(model_dir, tmp_path) -> None:
     )
     assert prep.returncode == 0, prep.stderr
     trained = run("train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "run"), "--max-steps", "1",
-                  "--batch-size", "2", "--register", "cli-json")  # fmt: skip
+                  "--batch-size", "2", "--register", "cli-json", "--eval-limit", "3", *engine)  # fmt: skip
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert trained.stdout.strip().endswith("adapter")
+    # Evaluated before registering: promoted only on GO, and it says which.
+    assert "GO" in trained.stderr and "registered cli-json@1" in trained.stderr
+    first_go = json.loads((tmp_path / "run" / "eval.json").read_text())["go"]
+    assert ("(prod;" in trained.stderr) == first_go
     listed = run("adapters", "list")
     assert "cli-json" in listed.stdout
     # Evaluating the registered adapter's directory records the report on that version.
     evaluated = run("eval", str(tmp_path / "run" / "adapter"), "--data", str(tmp_path / "ds"),
-                    "--limit", "3")  # fmt: skip
+                    "--limit", "3", *engine)  # fmt: skip
     assert evaluated.returncode in (0, 1), evaluated.stderr[-2000:]
     assert "recorded on cli-json@1" in evaluated.stderr
     go = json.loads(evaluated.stdout.strip().splitlines()[-1])["go"]
@@ -206,7 +294,7 @@ def test_auto_routes_task_prompts_to_the_trained_adapter(stack, sft_run) -> None
 
 
 def _registered(stack) -> bool:
-    return stack.state.registry.resolve_for_tenant("json-extract", "tr-acme") is not None
+    return stack.state.services.registry.resolve_for_tenant("json-extract", "tr-acme") is not None
 
 
 def test_a_killed_run_leaves_checkpoints_and_no_adapter_then_resumes(model_dir, tmp_path) -> None:

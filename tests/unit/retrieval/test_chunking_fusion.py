@@ -3,7 +3,6 @@ import pytest
 from retrieval import bm25
 from retrieval.chunking import chunk_id, chunk_text, count_tokens, sections
 from retrieval.fusion import normalised, rrf
-from retrieval.prompt import build_rag_messages
 
 DOC = """# Kettles
 
@@ -53,8 +52,18 @@ def test_overlap_must_be_smaller() -> None:
 
 def test_chunk_ids_are_stable_and_content_addressed() -> None:
     assert chunk_id("a.md", "", "x") == chunk_id("a.md", "", "x")
-    assert len({chunk_id("a.md", "", "x"), chunk_id("a.md", "", "y"), chunk_id("b.md", "", "x"),
-                chunk_id("a.md", "H", "x"), chunk_id("a.md", "", "x", 1)}) == 5  # fmt: skip
+    assert (
+        len(
+            {
+                chunk_id("a.md", "", "x"),
+                chunk_id("a.md", "", "y"),
+                chunk_id("b.md", "", "x"),
+                chunk_id("a.md", "H", "x"),
+                chunk_id("a.md", "", "x", 1),
+            }
+        )
+        == 5
+    )
 
 
 def test_rrf_maths() -> None:
@@ -79,29 +88,6 @@ def test_bm25_round_trip(tmp_path) -> None:
     assert loaded.search("zzz-unknown", 3) == []
     (tmp_path / "t" / "meta.json").write_text("{broken")
     assert bm25.load(tmp_path / "t") is None
-
-
-class H:
-    def __init__(self, i):
-        self.id, self.source, self.text, self.score = f"id{i}", f"doc{i}.md", f"fact {i}", 0.5
-
-
-def test_prompt_numbers_sources_and_cites() -> None:
-    msgs, cites = build_rag_messages([{"role": "user", "content": "q"}], [H(1), H(2)])
-    assert msgs[0]["role"] == "system" and "[1] (doc1.md) fact 1" in msgs[0]["content"]
-    assert "[2] (doc2.md) fact 2" in msgs[0]["content"] and msgs[1] == {
-        "role": "user",
-        "content": "q",
-    }
-    assert [c["source"] for c in cites] == ["doc1.md", "doc2.md"]
-    msgs, _ = build_rag_messages(
-        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "q"}], [H(1)]
-    )
-    assert msgs[0]["content"].startswith("Be brief.") and len(msgs) == 2
-    assert build_rag_messages([{"role": "user", "content": "q"}], []) == (
-        [{"role": "user", "content": "q"}],
-        [],
-    )
 
 
 def test_sibling_headings_do_not_nest() -> None:

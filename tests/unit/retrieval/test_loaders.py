@@ -10,8 +10,12 @@ from retrieval.loaders import load_bytes
 def test_text_markdown_html() -> None:
     [doc] = load_bytes("notes/a.md", b"# Prices\n\nKettle: 40 euros.", 1000)
     assert doc.doc_id == doc.source == "notes/a.md" and doc.title == "Prices"
-    [doc] = load_bytes("p.html", b"<html><title>Shop</title><body><h1>Kettles</h1><p>40 euros</p>"
-                       b"<script>evil()</script></body></html>", 1000)  # fmt: skip
+    [doc] = load_bytes(
+        "p.html",
+        b"<html><title>Shop</title><body><h1>Kettles</h1><p>40 euros</p>"
+        b"<script>evil()</script></body></html>",
+        1000,
+    )
     assert doc.title == "Shop" and "# Kettles" in doc.text and "evil" not in doc.text
 
 

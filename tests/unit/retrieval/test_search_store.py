@@ -66,7 +66,7 @@ def make_col():
 
 def test_hybrid_scores_are_normalised_and_exact_codes_win() -> None:
     col, index = make_col()
-    result = search_collection(col, lambda: index, OneHot(), "price of the red SKU-1234", top_k=3)
+    result = search_collection(col, index, OneHot(), "price of the red SKU-1234", top_k=3)
     assert [h.id for h in result.hits][0] == "b"
     top = result.hits[0]
     # dense ranks b first or second (tied with a), BM25 and the identifier leg rank it first
@@ -74,17 +74,17 @@ def test_hybrid_scores_are_normalised_and_exact_codes_win() -> None:
     assert top.relevance == 1.0 and top.bm25 is not None and top.bm25 > 0
     assert top.dense == pytest.approx(1.0)
     assert result.strength["top"] == 1.0 and result.strength["fused_top"] == top.score
-    dense_only = search_collection(col, lambda: index, OneHot(), "SKU-1234", top_k=3, mode="dense")
+    dense_only = search_collection(col, index, OneHot(), "SKU-1234", top_k=3, mode="dense")
     assert all(h.bm25 is None for h in dense_only.hits)
 
 
 def test_bm25_mode_and_filters_and_empty_query() -> None:
     col, index = make_col()
-    hits = search_collection(col, lambda: index, OneHot(), "blue lamp", top_k=2, mode="bm25").hits
+    hits = search_collection(col, index, OneHot(), "blue lamp", top_k=2, mode="bm25").hits
     assert hits[0].id == "c" and hits[0].dense is None and hits[0].score == pytest.approx(1.0)
-    none = search_collection(col, lambda: index, OneHot(), "red", top_k=2, where={"lang": "de"})
+    none = search_collection(col, index, OneHot(), "red", top_k=2, where={"lang": "de"})
     assert none.hits == [] and none.strength["top"] == 0.0
-    assert search_collection(col, lambda: index, OneHot(), "   ").hits == []
+    assert search_collection(col, index, OneHot(), "   ").hits == []
 
 
 def test_bm25_mode_keeps_weak_matches_that_hybrid_leaves_out_of_fusion() -> None:
@@ -96,11 +96,11 @@ def test_bm25_mode_keeps_weak_matches_that_hybrid_leaves_out_of_fusion() -> None
     index = bm25.build(ids, texts, metas, "v1")
     scores = dict(index.search("sku kettle", 10))
     assert scores["d2"] < 0.1 * scores["d1"]
-    hits = search_collection(col, lambda: index, OneHot(), "sku kettle", top_k=3, mode="bm25").hits
+    hits = search_collection(col, index, OneHot(), "sku kettle", top_k=3, mode="bm25").hits
     assert len(hits) == 3 and hits[0].id == "d1" and all(h.bm25 for h in hits)
     # In hybrid mode the floor stays: the weak chunks get only the dense leg's vote (all tie
     # there, as no colour is named), half the best possible score.
-    hybrid = search_collection(col, lambda: index, OneHot(), "sku kettle", top_k=9).hits
+    hybrid = search_collection(col, index, OneHot(), "sku kettle", top_k=9).hits
     assert hybrid[0].id == "d1"
     assert {h.score for h in hybrid[1:]} == {0.5}
 
@@ -203,3 +203,40 @@ def test_ties_share_a_rank_in_fusion() -> None:
     fused = rrf([ranks({"x": 2.0, "y": 2.0, "z": 2.0}), ["z", "y", "x"]])
     assert fused["z"] > fused["y"] > fused["x"]  # the tied leg leaves the order to the other
     assert fused["x"] == pytest.approx(1 / 61 + 1 / 63)
+
+
+class HalfWritten(FakeCollection):
+    """A collection seen mid-write from another process: Chroma's dense side lacks `no_vector`
+    (the "Error finding id" case), and still returns `gone`, which the BM25 index dropped."""
+
+    def __init__(self, *args, no_vector: str, gone: str) -> None:
+        super().__init__(*args)
+        self.no_vector, self.gone = no_vector, gone
+
+    def query(self, query_embeddings, n_results, where, include):
+        res = super().query(query_embeddings, n_results, where, include)
+        keep = [j for j, i in enumerate(res["ids"][0]) if i != self.no_vector]
+        return {key: [[rows[0][j] for j in keep]] for key, rows in res.items()}
+
+    def get(self, ids, include):
+        if self.no_vector in ids:
+            raise RuntimeError("Error executing plan: Internal error: Error finding id")
+        return super().get(ids, include)
+
+
+def test_a_chunk_only_one_leg_knows_is_skipped_not_an_error() -> None:
+    texts = [
+        "SKU-4471 is a red kettle.",
+        "SKU-1234 is a red toaster.",
+        "A blue lamp, SKU-9999.",
+        "The old red kettle price.",
+    ]
+    ids = ["a", "b", "c", "old"]
+    metas = [{"doc_id": i, "source": f"{i}.md", "lang": "en"} for i in ids]
+    col = HalfWritten(ids, texts, OneHot().embed(texts), metas, no_vector="c", gone="old")
+    index = bm25.build(ids[:3], texts[:3], metas[:3], "v2")  # "old" was deleted
+    # c (BM25's best: "blue lamp SKU-9999") has no vector; "old" is no longer in the BM25 index
+    hits = search_collection(col, index, OneHot(), "blue lamp SKU-9999 old kettle", top_k=4).hits
+    assert [h.id for h in hits] == ["a", "b"]
+    dense = search_collection(col, index, OneHot(), "red", top_k=4, mode="dense").hits
+    assert [h.id for h in dense] in (["a", "b"], ["b", "a"])

@@ -128,8 +128,10 @@ def test_bm25_save_survives_a_leftover_old_dir(service, tmp_path) -> None:
 
 
 def test_inserting_a_section_embeds_only_it(service) -> None:
-    sections = [f"## {w.title()}\n\nThe {w} is {i * 7} metres long." for i, w in
-                enumerate(["bridge", "tunnel", "tower", "canal"])]  # fmt: skip
+    sections = [
+        f"## {w.title()}\n\nThe {w} is {i * 7} metres long."
+        for i, w in enumerate(["bridge", "tunnel", "tower", "canal"])
+    ]
     service.ingest_bytes("acme", "site.md", "\n\n".join(sections).encode())
     col = service.store.collection("acme", "hashed-words", create=False)
     before = set(col.get()["ids"])
@@ -143,3 +145,25 @@ def test_inserting_a_section_embeds_only_it(service) -> None:
     }
     assert position["The harbour has 3 cranes."] == 0
     assert position["The canal is 21 metres long."] == 4
+
+
+def test_reads_of_whole_collections_go_page_by_page(service, stored, monkeypatch) -> None:
+    # Chroma fails one get of more than ~32k rows with metadata; pages keep every read small.
+    import retrieval.store as store_module
+
+    monkeypatch.setattr(store_module, "GET_PAGE", 3)
+    records = [{"id": f"r{i}", "text": f"Record {i} is about item {i}."} for i in range(8)]
+    service.ingest_records("acme", records)
+    assert service.stats("acme")["chunks"] == 8
+    service.ingest_bytes(
+        "acme", "list.jsonl", b'{"id": "a", "text": "A."}\n{"id": "b", "text": "B."}'
+    )
+    service.ingest_bytes("acme", "list.jsonl", b'{"id": "a", "text": "A."}')
+    assert service.stats("acme") | {"version": ""} == {
+        "tenant": "acme",
+        "chunks": 9,
+        "documents": 9,
+        "embedding_model": "hashed-words",
+        "version": "",
+    }
+    assert len(stored()) == 9

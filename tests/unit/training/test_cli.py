@@ -3,11 +3,9 @@
 import json
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from serve.cli import app
-from serve.commands.training import _fail_unless_registrable
 
 
 @pytest.fixture
@@ -48,8 +46,8 @@ def test_mix_ratio_needs_mix_and_mix_alone_mixes(env, write_rows, make_chat) -> 
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--register", "Bad Name"], "not a valid adapter name"),
-     (["--register", "support-v2"], "not a valid adapter name"),
+    [(["--register", "Bad Name"], "is invalid"),
+     (["--register", "support-v2"], "is invalid"),
      (["--register", "support", "--tenant", "ghost"], "no tenant named 'ghost'"),
      (["--tenant", "acme"], "does nothing without it")],
 )  # fmt: skip
@@ -59,21 +57,21 @@ def test_train_checks_registration_before_training(env, args, message) -> None:
     assert message in result.output and "training started" not in repr(result.exception)
 
 
-class Registry:
-    def __init__(self, owner):
-        self.owner = owner
+def test_a_name_owned_by_someone_else_is_refused(tmp_path, make) -> None:
+    from serve.errors import ServiceError
+    from serve.services import Services
+    from serve.settings import Settings
 
-    def versions(self, name=None):
-        return [] if self.owner == "nobody" else [type("V", (), {"owner": self.owner})()]
-
-
-def test_a_name_owned_by_someone_else_is_refused() -> None:
-    _fail_unless_registrable(Registry("nobody"), "support", "acme")
-    _fail_unless_registrable(Registry("acme"), "support", "acme")  # a new version of its own
-    _fail_unless_registrable(Registry(None), "support", None)
-    for owner, tenant in (("acme", "other"), ("acme", None), (None, "acme")):
-        with pytest.raises(typer.Exit):
-            _fail_unless_registrable(Registry(owner), "support", tenant)
+    svc = Services(Settings(data_dir=tmp_path / "s", base_model="tiny-base"))
+    svc.tenants.create("acme")
+    svc.tenants.create("other")
+    admin = svc.adapters
+    admin.check_registrable("support", "acme")  # a free name
+    svc.registry.register(make(tmp_path / "a"), "support", owner=svc.tenants.get("acme").id)
+    admin.check_registrable("support", "acme")  # a new version of its own
+    for tenant in ("other", None):
+        with pytest.raises(ServiceError, match="is taken"):
+            admin.check_registrable("support", tenant)
 
 
 def test_base_model_flag_trains_on_another_local_model(env, monkeypatch) -> None:

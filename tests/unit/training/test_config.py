@@ -5,7 +5,6 @@ import pytest
 
 from training.config import ALL_LINEAR, TrainConfig
 from training.errors import TrainingError
-from training.evaluate import Gates, decide
 from training.formats import to_prompt_completion
 from training.report import val_summary
 from training.run import finish, resume_point, save_adapter
@@ -101,24 +100,6 @@ def test_adapter_is_written_atomically_with_the_served_base_name(tmp_path) -> No
     assert not (tmp_path / "b").exists()
 
 
-def test_gates_need_one_task_win_and_no_forgetting() -> None:
-    gates = Gates(min_loss_improvement=0.05, min_json_gain=0.1, max_general_regression=0.1)
-    base = {"loss": 2.0, "json_valid": 0.0, "general_loss": 1.0}
-    assert decide(base, {"loss": 1.0, "json_valid": 0.9, "general_loss": 1.05}, gates)[1]
-    assert decide(base, {"loss": 2.1, "json_valid": 0.5, "general_loss": 1.0}, gates)[
-        1
-    ]  # JSON wins
-    assert decide(base, {"loss": 1.5, "json_valid": 0.05, "general_loss": 1.0}, gates)[
-        1
-    ]  # loss wins
-    checks, go = decide(base, {"loss": 1.99, "json_valid": 0.05, "general_loss": 1.0}, gates)
-    assert not go and checks == {"task loss improves": False, "JSON compliance improves": False,
-                                 "no forgetting on the general set": True}  # fmt: skip
-    checks, go = decide(base, {"loss": 1.0, "json_valid": 0.9, "general_loss": 1.2}, gates)
-    assert not go and not checks["no forgetting on the general set"]
-    assert decide({"loss": 2.0}, {"loss": 1.8}, gates) == ({"task loss improves": True}, True)
-
-
 def test_sweep_table_marks_the_best_run() -> None:
     from rich.console import Console
 
@@ -194,7 +175,10 @@ def test_config_fields_give_every_option_its_type_default_and_help() -> None:
         cls(**{f.name: f.default for f in described})  # the defaults make a valid config
     train = {f.name: f for f in config_fields(TrainConfig)}
     assert (train["rank"].type, train["rank"].default) == (int, 8)
-    assert (train["target_modules"].type, train["target_modules"].default) == (list[str], ALL_LINEAR)
+    assert (train["target_modules"].type, train["target_modules"].default) == (
+        list[str],
+        ALL_LINEAR,
+    )
     assert train["threads"].default == 0 and "CPU threads" in train["threads"].help
     prep = {f.name: f for f in config_fields(PrepareConfig)}
     assert get_args(prep["pii"].type) == ("redact", "drop", "keep")

@@ -36,7 +36,9 @@ def test_row_without_an_answer_names_the_line(dirs, write_rows, make_chat) -> No
         _evaluate(dirs)
     write_rows(dirs / "ds" / "test.jsonl", [make_chat("q", "a")])
     write_rows(dirs / "general.jsonl", [{"messages": [{"role": "user", "content": "hi"}]}])
-    with pytest.raises(TrainingError, match=r"general.jsonl:1: no assistant message"):
+    with pytest.raises(
+        TrainingError, match=r"general.jsonl: 1 bad lines: line 1: a chat line must end"
+    ):
         _evaluate(dirs, general=dirs / "general.jsonl")
 
 

@@ -18,10 +18,22 @@ def tiny_model(seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, init_lora_weights=False,
-                      target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"])
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
+    lora = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        init_lora_weights=False,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
+    )
     return get_peft_model(LlamaForCausalLM(config), lora)
 
 
@@ -31,8 +43,15 @@ def examples(n: int, shared: int, seed: int = 0) -> list[Example]:
     head = torch.randint(1, 64, (shared,), generator=g).tolist()
     out = []
     for _ in range(n):
-        prompt = head + torch.randint(1, 64, (int(torch.randint(2, 9, (1,), generator=g)),), generator=g).tolist()
-        answer = torch.randint(1, 64, (int(torch.randint(3, 7, (1,), generator=g)),), generator=g).tolist()
+        prompt = (
+            head
+            + torch.randint(
+                1, 64, (int(torch.randint(2, 9, (1,), generator=g)),), generator=g
+            ).tolist()
+        )
+        answer = torch.randint(
+            1, 64, (int(torch.randint(3, 7, (1,), generator=g)),), generator=g
+        ).tolist()
         out.append(Example(prompt + answer, len(prompt)))
     return out
 
@@ -41,7 +60,7 @@ def reference_loss(model, batch):
     """The plain way: every row on its own, full logits, prompt positions masked out."""
     total = 0.0
     for e in batch:
-        labels = torch.tensor([[-100] * e.prompt_len + e.ids[e.prompt_len:]])
+        labels = torch.tensor([[-100] * e.prompt_len + e.ids[e.prompt_len :]])
         out = model(input_ids=torch.tensor([e.ids]), labels=labels)
         total = total + out.loss * (len(e.ids) - e.prompt_len)
     return total
@@ -86,7 +105,9 @@ class CharTokenizer:
 
 def test_tokenize_splits_at_the_prompt_and_drops_rows_without_an_answer() -> None:
     row = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
-    long = {"messages": [{"role": "user", "content": "x" * 50}, {"role": "assistant", "content": "ok"}]}
+    long = {
+        "messages": [{"role": "user", "content": "x" * 50}, {"role": "assistant", "content": "ok"}]
+    }
     got = tokenize([row, long], CharTokenizer(), max_length=40)
     assert got == [Example([ord(c) for c in "<u>hi<a>yo"], len("<u>hi<a>"))]
     truncated = tokenize([row], CharTokenizer(), max_length=9)
@@ -97,8 +118,15 @@ def test_tokenize_splits_at_the_prompt_and_drops_rows_without_an_answer() -> Non
 def make_loop(tmp_path, model, steps, **overrides):
     train = examples(12, 10, seed=1)
     val = examples(4, 10, seed=2)
-    settings = dict(max_steps=steps, batch_size=4, learning_rate=0.05, warmup_ratio=0.0, eval_steps=2,
-                    save_steps=1, seed=3)
+    settings = dict(
+        max_steps=steps,
+        batch_size=4,
+        learning_rate=0.05,
+        warmup_ratio=0.0,
+        eval_steps=2,
+        save_steps=1,
+        seed=3,
+    )
     cfg = TrainConfig(**{**settings, **overrides})
     return Loop(model, train, val, completion_loss, cfg, tmp_path / "run", CPU, progress=False)
 
@@ -115,15 +143,21 @@ def test_a_resumed_run_continues_exactly(tmp_path) -> None:
             if "lora_" in name:
                 p.normal_()
     resumed = make_loop(tmp_path / "b", model, 4, scheduler="constant")
-    resumed.train(resume_from_checkpoint=str(tmp_path / "b" / "run" / "checkpoints" / "checkpoint-2"))
+    resumed.train(
+        resume_from_checkpoint=str(tmp_path / "b" / "run" / "checkpoints" / "checkpoint-2")
+    )
     losses = [e["loss"] for e in straight.state.log_history if "loss" in e]
     assert [e["loss"] for e in resumed.state.log_history if "loss" in e] == losses
     assert losses[-1] < losses[0]
     assert resumed.state.num_input_tokens_seen == straight.state.num_input_tokens_seen
     ckpts = sorted(p.name for p in (tmp_path / "a" / "run" / "checkpoints").iterdir())
     assert ckpts == ["checkpoint-2", "checkpoint-4"]  # eval grid; older ones rotated away
-    state = json.loads((tmp_path / "a" / "run" / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
-    assert state["global_step"] == 4 and [e["step"] for e in state["log_history"] if "eval_loss" in e] == [2, 4]
+    state = json.loads(
+        (tmp_path / "a" / "run" / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text()
+    )
+    assert state["global_step"] == 4 and [
+        e["step"] for e in state["log_history"] if "eval_loss" in e
+    ] == [2, 4]
 
 
 def test_early_stopping_restores_the_best_weights(tmp_path) -> None:

@@ -1,0 +1,1 @@
+"""Chat completions: the OpenAI request model and the service that answers it."""

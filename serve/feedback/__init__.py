@@ -1,0 +1,1 @@
+"""Request records, captures and feedback on chat completions."""

@@ -1,0 +1,1 @@
+"""Drift statistics and reports, canary rollouts, the gateway's production loop."""
