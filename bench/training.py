@@ -240,7 +240,16 @@ def main() -> None:
     ap.add_argument(
         "--effect-steps", type=int, default=40, help="steps for the JSON-task adapter (0: skip)"
     )
-    ap.add_argument("--heldout", type=int, default=20)
+    ap.add_argument("--heldout", type=int, default=20, help="held-out examples for the effect")
+    ap.add_argument(
+        "--general-limit", type=int, default=8, help="general-set items (forgetting check)"
+    )
+    ap.add_argument(
+        "--eval-backend",
+        default="transformers",
+        choices=["transformers", "vllm"],
+        help="what generates the effect's answers (vllm: the offline engine, slow to start)",
+    )
     args = ap.parse_args()
 
     from training.config import TrainConfig
@@ -271,21 +280,33 @@ def main() -> None:
             )
             run = train_sft(cfg, root / "data", root / "effect", progress=False)
             report = evaluate(
-                run.adapter_dir, root / "data", Path(args.model_dir), limit=args.heldout
+                run.adapter_dir,
+                root / "data",
+                Path(args.model_dir),
+                backend=args.eval_backend,
+                limit=args.heldout,
+                general_limit=args.general_limit,
+                out_dir=root / "effect-eval",
             )
+            shown = ["json_valid", "key_match", "exact_match", "general_accuracy"]
             results["effect"] = {
                 "steps": args.effect_steps,
-                "heldout": report["examples"],
-                "base": report["base"],
-                "adapter": report["adapter"],
-                "go": report["go"],
+                "heldout": report["data"]["examples"],
+                "general_items": report["general"]["overall"]["items"],
+                "backend": args.eval_backend,
+                "base": {k: report["base"].get(k) for k in shown},
+                "adapter": {k: report["adapter"].get(k) for k in shown},
+                "verdict": report["verdict"],
             }
             print_table(
-                f"strict-JSON task, {report['examples']} held-out examples, adapter after {args.effect_steps} steps",
+                f"strict-JSON task, {report['data']['examples']} held-out examples and "
+                f"{report['general']['overall']['items']} general items, adapter after "
+                f"{args.effect_steps} steps ({report['verdict']})",
                 ["metric", "base", "adapter"],
                 [
                     [k, f"{report['base'][k]:.3f}", f"{report['adapter'][k]:.3f}"]
-                    for k in report["adapter"]
+                    for k in shown
+                    if report["base"].get(k) is not None
                 ],
             )
     path = write_result("training", results)
