@@ -296,6 +296,7 @@ def main() -> None:
                 max_length=MAX_LENGTH,
                 learning_rate=5e-4,
                 eval_steps=10,
+                threads=args.threads,
             )
             run = train_sft(cfg, root / "data", root / "effect", progress=False)
             report = evaluate(
