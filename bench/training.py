@@ -251,7 +251,10 @@ def main() -> None:
     ap.add_argument("--model-dir", default="data/models/SmolLM2-135M-Instruct")
     ap.add_argument("--steps", type=int, default=8, help="steps per throughput run")
     ap.add_argument(
-        "--rounds", type=int, default=2, help="interleaved repetitions of every configuration"
+        "--rounds",
+        type=int,
+        default=2,
+        help="interleaved repetitions of every configuration (0: skip)",
     )
     ap.add_argument(
         "--threads", type=int, default=0, help="torch threads in every run (0: one per CPU)"
@@ -287,7 +290,8 @@ def main() -> None:
             root / "data",
             PrepareConfig(dedup_threshold=1.0, validation_fraction=0.05, test_fraction=0.1),
         )
-        results["throughput"] = throughput(args, root / "data", root)
+        if args.rounds > 0:
+            results["throughput"] = throughput(args, root / "data", root)
         if args.effect_steps > 0:
             cfg = TrainConfig(
                 base_model_dir=Path(args.model_dir),
