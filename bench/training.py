@@ -107,7 +107,7 @@ def plain_loop(cfg: Any, data_dir: Path) -> dict[str, Any]:
         opt.step()
         opt.zero_grad(set_to_none=True)
         tokens += int(enc["attention_mask"].sum())
-        loss = float(out.loss)
+        loss = float(out.loss.detach())
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return {"tokens": tokens, "wall_s": wall, "cpu_s": cpu, "final_train_loss": round(loss, 4)}
 
