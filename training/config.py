@@ -2,13 +2,43 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, NamedTuple, get_type_hints
 
 import yaml
 
 from training.errors import TrainingError
+
+
+class ConfigField(NamedTuple):
+    """One documented field of a config dataclass, as a CLI option needs it."""
+
+    name: str
+    type: Any  # the resolved annotation: int, float, bool, str, Path, list[str], a Literal
+    default: Any
+    help: str
+
+
+def config_fields(cls: type) -> list[ConfigField]:
+    """Name, type, default and help of every field of config dataclass `cls`, in order.
+
+    A field without help text or a default is an error: a CLI derives its options from these.
+    """
+    hints = get_type_hints(cls)
+    out = []
+    for f in fields(cls):
+        if f.default is not MISSING:
+            default = f.default
+        elif f.default_factory is not MISSING:
+            default = f.default_factory()
+        else:
+            raise TypeError(f"{cls.__name__}.{f.name} has no default")
+        if not f.metadata.get("help"):
+            raise TypeError(f"{cls.__name__}.{f.name} has no help text")
+        out.append(ConfigField(f.name, hints[f.name], default, f.metadata["help"]))
+    return out
+
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -36,11 +66,32 @@ class TrainConfig:
     max_length: int = field(default=512, metadata={"help": "tokens per example (truncated)"})
     seed: int = field(default=0, metadata={"help": "seed for data order and LoRA init"})
     eval_steps: int = field(default=20, metadata={"help": "validation loss every N steps"})
-    save_steps: int = field(default=20, metadata={"help": "checkpoint every N steps"})
-    early_stopping_patience: int = field(default=3, metadata={"help": "evals without improvement"})
+    save_steps: int = field(
+        default=20,
+        metadata={
+            "help": "checkpoint every N steps (every eval_steps when there is a validation split)"
+        },
+    )
+    early_stopping_patience: int = field(
+        default=3, metadata={"help": "stop after this many validations without improvement"}
+    )
     qlora: bool = field(default=False, metadata={"help": "4-bit nf4 base (bitsandbytes)"})
-    packing: bool = field(default=False, metadata={"help": "pack short examples into one row"})
+    packing: bool = field(
+        default=False,
+        metadata={
+            "help": "padding-free batches: a batch's examples in one row, attention kept apart"
+        },
+    )
     dpo_beta: float = field(default=0.1, metadata={"help": "DPO temperature"})
+    # torch's default is one thread per core, which is fastest on a machine to itself; where
+    # other processes keep the cores busy, threads that wait for each other lose far more.
+    threads: int = field(
+        default=0,
+        metadata={
+            "help": "CPU threads (0: one per CPU this process "
+            "may use); fewer on a machine others keep busy"
+        },
+    )
 
     def __post_init__(self) -> None:
         # YAML 1.1 reads `2e-4` as a string and `target_modules: q_proj` as one string; turn
@@ -64,6 +115,7 @@ class TrainConfig:
             (self.eval_steps >= 1 and self.save_steps >= 1, "eval_steps and save_steps must be >= 1"),
             (bool(self.target_modules), "target_modules must not be empty"),
             (self.dpo_beta > 0, "dpo_beta must be > 0"),
+            (self.threads >= 0, f"threads must be >= 0, got {self.threads}"),
         ]  # fmt: skip
         for ok, message in checks:
             if not ok:

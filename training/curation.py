@@ -12,7 +12,7 @@ import json
 import random
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,20 +33,57 @@ Drop = Callable[[str, Any], None]
 class PrepareConfig:
     """Curation knobs; defaults suit instruction data of a few hundred to a few thousand rows."""
 
-    dedup_threshold: float = 0.8  # MinHash Jaccard on word 3-grams; 1.0 turns near-dup search off
-    # drop: keep one example per near-duplicate cluster. keep_together: keep them all (e.g.
-    # deliberate paraphrases) but never let a cluster straddle train and validation/test.
-    near_duplicates: Literal["drop", "keep_together"] = "drop"
-    pii: Literal["redact", "drop", "keep"] = "redact"
-    min_answer_chars: int = 1
-    max_chars: int = 16_000  # whole example; longer ones rarely fit the context anyway
-    validation_fraction: float = 0.1
-    test_fraction: float = 0.1
-    decontam_n: int = 8  # an n-gram shared with an eval set marks an example as contaminated
-    # General examples added (only with a mix file), as a fraction of the train split: enough
-    # to keep the base model's general behaviour without drowning the task.
-    mix_ratio: float = 0.2
-    seed: int = 0
+    dedup_threshold: float = field(
+        default=0.8,
+        metadata={
+            "help": "MinHash Jaccard similarity (word 3-grams) above which examples are near-duplicates; "
+            "1.0 turns near-duplicate search off"
+        },
+    )
+    near_duplicates: Literal["drop", "keep_together"] = field(
+        default="drop",
+        metadata={
+            "help": "drop: keep one example per near-duplicate cluster; keep_together: keep them all "
+            "(e.g. deliberate paraphrases) but never split a cluster across train and "
+            "validation/test"
+        },
+    )
+    pii: Literal["redact", "drop", "keep"] = field(
+        default="redact",
+        metadata={
+            "help": "examples holding personal data (e-mails, phones, card numbers, national ids, "
+            "IPs, IBANs): redact it, drop the example, or keep it"
+        },
+    )
+    min_answer_chars: int = field(
+        default=1, metadata={"help": "drop examples whose answer is shorter than this"}
+    )
+    # Longer examples rarely fit a small model's context anyway.
+    max_chars: int = field(
+        default=16_000, metadata={"help": "drop examples longer than this (all turns together)"}
+    )
+    validation_fraction: float = field(
+        default=0.1,
+        metadata={"help": "share held out for validation (loss during training, early stopping)"},
+    )
+    test_fraction: float = field(
+        default=0.1, metadata={"help": "share held out for test (loraplex eval)"}
+    )
+    decontam_n: int = field(
+        default=8,
+        metadata={
+            "help": "an n-gram of this many words shared with an eval set marks an example as "
+            "contaminated"
+        },
+    )
+    # Enough to keep the base model's general behaviour without drowning the task.
+    mix_ratio: float = field(
+        default=0.2,
+        metadata={
+            "help": "general examples added (only with a mix file), as a fraction of the train split"
+        },
+    )
+    seed: int = field(default=0, metadata={"help": "seed for the split"})
 
     def __post_init__(self) -> None:
         if not 0.0 < self.dedup_threshold <= 1.0:

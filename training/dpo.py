@@ -11,7 +11,7 @@ from typing import Any
 
 from training.config import TrainConfig
 from training.errors import TrainingError
-from training.sft import (
+from training.run import (
     RunResult,
     check_base,
     common_args,
@@ -23,6 +23,7 @@ from training.sft import (
 
 
 def conversational(pair: dict[str, Any]) -> dict[str, Any]:
+    """A prepared pair in TRL's conversational form, so the chat template renders it."""
     return {
         "prompt": [{"role": "user", "content": pair["prompt"]}],
         "chosen": [{"role": "assistant", "content": pair["chosen"]}],

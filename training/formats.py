@@ -176,3 +176,10 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Every line of a JSONL file, parsed (no validation)."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def to_prompt_completion(example: dict[str, Any]) -> dict[str, Any]:
+    """Chat example to conversational prompt (all turns before the last answer) + completion."""
+    msgs = example["messages"]
+    last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
+    return {"prompt": msgs[:last], "completion": [msgs[last]]}

@@ -1,174 +1,50 @@
-"""Supervised fine-tuning with LoRA or QLoRA via TRL's SFTTrainer, and the shared run plumbing.
+"""Supervised fine-tuning with LoRA or QLoRA: the loss on the assistant's answer only.
 
-TRL's SFTTrainer rather than a bare transformers Trainer: it applies the tokenizer's chat
-template, masks the prompt out of the loss, packs, and wraps the model with PEFT, which would
-otherwise be code of our own. Examples become conversational prompt/completion pairs (the last
-assistant turn is the completion), so TRL renders them with the model's own chat template (the
-one vLLM serves with) and `completion_only_loss` puts the loss on the assistant's answer only.
-`assistant_only_loss` would need `{% generation %}` markers that SmolLM2's template lacks.
+Examples become conversational prompt/completion pairs (the last assistant turn is the
+completion), rendered with the model's own chat template (the one vLLM serves with). The loss
+is the cross-entropy of the completion's tokens; the prompt's positions are never projected
+onto the vocabulary, which is most of a plain loop's LM-head work on chat data.
+
+Batches are right-padded, and a prompt prefix every example of the batch starts with (a system
+prompt, a task instruction) is run once and its keys and values shared by all rows: causal
+attention makes that exact, and gradients flow back through the shared prefix. `packing` puts
+the batch's examples in one row instead (no padding; position ids restart per example, which
+keeps their attention apart).
+
+    from training.sft import train_sft
+    train_sft(TrainConfig(max_steps=50), Path("datasets/support"), Path("runs/support"))
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import time
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from training.config import TrainConfig
 from training.errors import TrainingError
-from training.formats import read_examples
-from training.report import losses, plot_losses, val_summary, write_report
+from training.formats import to_prompt_completion
+from training.loop import Example, Loop
+from training.run import (
+    RunResult,
+    check_base,
+    finish,
+    load_base,
+    load_split,
+    lora_config,
+    pick_device,
+)
 
-ADAPTER = "adapter"
-EXEMPLARS = 8  # as many as `loraplex data prepare` records
-
-
-@dataclass
-class RunResult:
-    """Where the adapter was written and the run's report (also in report.json)."""
-
-    adapter_dir: Path
-    report: dict[str, Any]
-
-
-def check_base(cfg: TrainConfig) -> None:
-    """Fail before loading anything when the base model directory is missing."""
-    if not (cfg.base_model_dir / "config.json").is_file():
-        raise TrainingError(
-            f"base model {cfg.base_model_dir} does not exist (no config.json): run "
-            "`loraplex models pull` or pass a local Hugging Face model directory",
-            "base_model_not_found",
-            "not_found",
-        )
+# Below this many tokens, a shared prefix saves less than the extra forward call costs.
+MIN_SHARED_PREFIX = 8
 
 
-def load_base(cfg: TrainConfig) -> tuple[Any, Any]:
-    """The base model (4-bit nf4 for QLoRA) and its tokenizer."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    check_base(cfg)
-    tokenizer = AutoTokenizer.from_pretrained(cfg.base_model_dir)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if cfg.qlora:
-        from peft import prepare_model_for_kbit_training
-        from transformers import BitsAndBytesConfig
-
-        bnb = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.float32,
-        )
-        model = AutoModelForCausalLM.from_pretrained(
-            cfg.base_model_dir,
-            quantization_config=bnb,
-            device_map="cuda" if torch.cuda.is_available() else "cpu",
-            dtype=torch.float32,
-        )
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(cfg.base_model_dir, dtype=torch.float32)
-    return model, tokenizer
-
-
-def lora_config(cfg: TrainConfig) -> Any:
-    """The peft LoraConfig: no modules_to_save, which vLLM would reject."""
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=cfg.rank,
-        lora_alpha=cfg.alpha,
-        lora_dropout=cfg.dropout,
-        target_modules=list(cfg.target_modules),
-        task_type="CAUSAL_LM",
-    )
-
-
-def common_args(cfg: TrainConfig, out_dir: Path, has_eval: bool, progress: bool) -> dict[str, Any]:
-    """TrainingArguments shared by SFT and DPO: float32, eval/save grid, seeds, progress bar."""
-    import torch
-
-    steps = cfg.eval_steps
-    return dict(
-        output_dir=str(out_dir / "checkpoints"),
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.scheduler,
-        warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
-        logging_steps=1,
-        eval_strategy="steps" if has_eval else "no",
-        eval_steps=steps,
-        # Checkpoints on the eval grid, so early stopping can restore the best one.
-        save_strategy="steps",
-        save_steps=steps if has_eval else cfg.save_steps,
-        save_total_limit=2,
-        load_best_model_at_end=has_eval,
-        metric_for_best_model="eval_loss",
-        greater_is_better=False,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        report_to="none",
-        use_cpu=not torch.cuda.is_available(),
-        bf16=False,
-        fp16=False,
-        dataloader_num_workers=0,
-        disable_tqdm=not progress,
-        include_num_input_tokens_seen="non_padding",
-        max_length=cfg.max_length,
-    )
-
-
-def to_prompt_completion(example: dict[str, Any]) -> dict[str, Any]:
-    """Chat example to conversational prompt (all turns before the last answer) + completion."""
-    msgs = example["messages"]
-    last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
-    return {"prompt": msgs[:last], "completion": [msgs[last]]}
-
-
-def load_split(data_dir: Path, name: str) -> list[dict[str, Any]]:
-    """Rows of data_dir/NAME.jsonl ([] if absent); a malformed line is a TrainingError."""
-    path = Path(data_dir) / f"{name}.jsonl"
-    return read_examples(path) if path.is_file() else []
-
-
-def resume_point(out_dir: Path, resume: bool) -> str | None:
-    """The last complete checkpoint under out_dir/checkpoints when resuming, else None."""
-    if not resume:
-        return None
-    ckpts = Path(out_dir) / "checkpoints"
-    # Trainer names them checkpoint-<global step>; the highest step is the latest. It writes
-    # trainer_state.json after the weights and optimizer, so a checkpoint without it was cut
-    # short by a kill mid-save and is passed over.
-    found = [
-        p
-        for p in ckpts.glob("checkpoint-*")
-        if p.is_dir() and p.name[11:].isdigit() and (p / "trainer_state.json").is_file()
-    ]
-    last = str(max(found, key=lambda p: int(p.name[11:]))) if found else None
-    if last is None:
-        raise TrainingError(
-            f"--resume: no checkpoint in {ckpts}; run without --resume to start afresh",
-            "no_checkpoint",
-            "not_found",
-        )
-    return last
-
-
-def train_sft(cfg: TrainConfig, data_dir: Path, out_dir: Path, *, resume: bool = False,
-              progress: bool = True) -> RunResult:  # fmt: skip
+def train_sft(
+    cfg: TrainConfig, data_dir: Path, out_dir: Path, *, resume: bool = False, progress: bool = True
+) -> RunResult:
     """Fine-tune on data_dir/train.jsonl (validation.jsonl for eval); write out_dir/adapter."""
-    from datasets import Dataset
-    from transformers import EarlyStoppingCallback
-    from trl import SFTConfig, SFTTrainer
+    import torch
+    from peft import get_peft_model
 
     check_base(cfg)
     train_rows = load_split(data_dir, "train")
@@ -178,101 +54,140 @@ def train_sft(cfg: TrainConfig, data_dir: Path, out_dir: Path, *, resume: bool =
             "empty_dataset",
         )
     val_rows = load_split(data_dir, "validation")
-    model, tokenizer = load_base(cfg)
-    train_ds = Dataset.from_list([to_prompt_completion(r) for r in train_rows])
-    val_ds = Dataset.from_list([to_prompt_completion(r) for r in val_rows]) if val_rows else None
-    args = SFTConfig(**common_args(cfg, out_dir, val_ds is not None, progress),
-                     packing=cfg.packing, completion_only_loss=True)  # fmt: skip
-    callbacks: list[Any] = (
-        [EarlyStoppingCallback(cfg.early_stopping_patience)] if val_ds is not None else []
-    )
-    trainer = SFTTrainer(
-        model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-        processing_class=tokenizer, peft_config=lora_config(cfg), callbacks=callbacks,
-    )  # fmt: skip
-    return finish(trainer, cfg, data_dir, out_dir, "sft", resume, train_rows)
+
+    device = pick_device(cfg.threads)
+    model, tokenizer = load_base(cfg, device)
+    torch.manual_seed(cfg.seed)  # LoRA's initial weights, then dropout
+    model = get_peft_model(model, lora_config(cfg))
+    train_set = tokenize(train_rows, tokenizer, cfg.max_length)
+    if not train_set:
+        raise TrainingError(
+            f"no training example has an answer within max_length={cfg.max_length} tokens: "
+            "raise max_length or shorten the prompts",
+            "empty_dataset",
+        )
+    val_set = tokenize(val_rows, tokenizer, cfg.max_length)
+
+    def loss_fn(m: Any, batch: Sequence[Example]) -> Any:
+        return completion_loss(m, batch, packing=cfg.packing)
+
+    loop = Loop(model, train_set, val_set, loss_fn, cfg, out_dir, device, progress)
+    return finish(loop, cfg, data_dir, out_dir, "sft", resume, train_rows)
 
 
-def save_adapter(model: Any, final: Path, base_model_name: str) -> Path:
-    """Write the PEFT adapter to a temp dir, fix its base name, then rename it into place.
+def tokenize(rows: list[dict[str, Any]], tokenizer: Any, max_length: int) -> list[Example]:
+    """Chat rows as token ids with the prompt's length, truncated to `max_length`.
 
-    An interrupted save leaves only the hidden temp dir (removed by the next run), never a
-    half-written adapter directory.
+    The prompt is tokenized as vLLM will see it (chat template plus generation prompt) and the
+    answer after it, so the boundary is exact. Rows left without an answer token are dropped.
     """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}-tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    adapter_cfg = json.loads((tmp / "adapter_config.json").read_text())
-    # vLLM matches adapters to the served name, not to the local directory trained from.
-    adapter_cfg["base_model_name_or_path"] = base_model_name
-    if adapter_cfg.get("modules_to_save"):
-        raise TrainingError("the adapter saves modules_to_save, which vLLM rejects", "bad_adapter")
-    (tmp / "adapter_config.json").write_text(json.dumps(adapter_cfg, indent=2))
-    old = final.with_name(f".{final.name}-old")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def finish(trainer: Any, cfg: TrainConfig, data_dir: Path, out_dir: Path, method: str,
-           resume: bool, train_rows: list[dict[str, Any]]) -> RunResult:  # fmt: skip
-    """Train (resuming if asked), then write the adapter atomically plus report, plot, exemplars."""
-    checkpoint = resume_point(out_dir, resume)
-    base_val = None
-    if trainer.eval_dataset is not None and checkpoint is None:
-        # Step-0 validation loss: the baseline the curve and the report compare against.
-        base_val = float(trainer.evaluate()["eval_loss"])
-    # Tokens the checkpoint had already seen: tokens/s counts only this process's work.
-    tokens_before = 0
-    if checkpoint is not None:
-        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
-        tokens_before = int(state.get("num_input_tokens_seen", 0) or 0)
-    started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=checkpoint)
-    wall = time.perf_counter() - started
-    final = save_adapter(trainer.model, out_dir / ADAPTER, cfg.base_model_name)
-    train_loss, val_loss = losses(trainer.state.log_history)
-    curve = val_loss if base_val is None else [(0, base_val), *val_loss]
-    plot_losses(train_loss, curve, out_dir / "loss.png", f"{method} on {cfg.base_model_name}")
-    manifest_path = Path(data_dir) / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    tokens = int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0)
-    report = {
-        "method": method,
-        "config": cfg.to_dict(),
-        "dataset_digest": manifest.get("dataset_digest"),
-        "data": {k: v.get("sha256") for k, v in manifest.get("splits", {}).items()},
-        "steps": trainer.state.global_step,
-        "wall_s": round(wall, 1),
-        "tokens_seen": tokens,
-        "tokens_per_s": round((tokens - tokens_before) / wall, 1) if wall > 0 else None,
-        "resumed_from": Path(checkpoint).name if checkpoint else None,
-        "train_loss": train_loss,
-        "val_loss": val_loss,
-        "first_train_loss": train_loss[0][1] if train_loss else None,
-        "last_train_loss": train_loss[-1][1] if train_loss else None,
-        **val_summary(base_val, val_loss),
-        "gates": manifest.get("gates"),  # fixed at data preparation; evaluation applies them
-    }
-    write_report(out_dir, report)
-    exemplars = exemplar_prompts(manifest, train_rows)
-    (out_dir / "exemplars.json").write_text(json.dumps(exemplars, indent=2))
-    return RunResult(final, report)
-
-
-def exemplar_prompts(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
-    """Typical task prompts for the router: those the dataset's manifest records (task examples
-    only, picked before general ones were mixed in), else the first training rows' prompts."""
-    if "exemplars" in manifest:
-        return list(manifest["exemplars"][:EXEMPLARS])
-    if (manifest.get("mix") or {}).get("examples"):
-        # An older dataset mixed general prompts into train and nothing marks which: no
-        # exemplars beat ones that would route general questions to this adapter.
+    if not rows:
         return []
-    prompts = [next((m["content"] for m in r.get("messages", []) if m["role"] == "user"), None)
-               or r.get("prompt") for r in rows[:EXEMPLARS]]  # fmt: skip
-    return [p for p in prompts if p]
+    pairs = [to_prompt_completion(r) for r in rows]
+    prompts = [
+        tokenizer.apply_chat_template(p["prompt"], tokenize=False, add_generation_prompt=True)
+        for p in pairs
+    ]
+    fulls = [
+        tokenizer.apply_chat_template(p["prompt"] + p["completion"], tokenize=False) for p in pairs
+    ]
+    answers = [f[len(p) :] if f.startswith(p) else f for p, f in zip(prompts, fulls, strict=True)]
+    prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(answers, add_special_tokens=False)["input_ids"]
+    out = []
+    for p, a, prompt, full in zip(prompt_ids, answer_ids, prompts, fulls, strict=True):
+        if not full.startswith(prompt):
+            # A template that renders earlier turns differently once answered: score the
+            # whole rendering's tail after the prompt's length.
+            p, a = a[: len(p)], a[len(p) :]
+        ids = (p + a)[:max_length]
+        if len(ids) > len(p):
+            out.append(Example(ids, len(p)))
+    return out
+
+
+def completion_loss(model: Any, batch: Sequence[Example], packing: bool = False) -> Any:
+    """Summed cross-entropy of the batch's answer tokens (logits computed for those only)."""
+    import torch
+    import torch.nn.functional as F
+
+    dev = next(model.parameters()).device
+    if packing:
+        # One row, no padding; restarting position ids mark where each example begins.
+        ids = torch.tensor([[t for e in batch for t in e.ids]], device=dev)
+        pos = torch.tensor([[i for e in batch for i in range(len(e.ids))]], device=dev)
+        targets = _targets(batch, 0, ids.shape[1], concat=True).to(dev)
+        kwargs: dict[str, Any] = {"position_ids": pos, "use_cache": False}
+    else:
+        shared = shared_prefix(batch)
+        cache = _prefix_cache(model, batch[0].ids[:shared], len(batch)) if shared else None
+        width = max(len(e.ids) for e in batch) - shared
+        ids = torch.zeros((len(batch), width), dtype=torch.long)
+        mask = torch.zeros((len(batch), shared + width), dtype=torch.long)
+        mask[:, :shared] = 1
+        for i, e in enumerate(batch):
+            ids[i, : len(e.ids) - shared] = torch.tensor(e.ids[shared:])
+            mask[i, : len(e.ids)] = 1
+        ids, targets = ids.to(dev), _targets(batch, shared, width).to(dev)
+        pos = torch.arange(shared, shared + width, device=dev).expand(len(batch), -1)
+        kwargs = {
+            "attention_mask": mask.to(dev),
+            "position_ids": pos,
+            "past_key_values": cache,
+            "use_cache": cache is not None,
+        }
+    # Positions where some row predicts an answer token: the only ones given logits.
+    keep = (targets != -100).any(0).nonzero().squeeze(1)
+    logits = model(input_ids=ids, logits_to_keep=keep, **kwargs).logits
+    # Over all kept positions, -100 ignored: cheaper than copying out the scored rows first.
+    return F.cross_entropy(
+        logits.flatten(0, 1).float(), targets[:, keep].flatten(), ignore_index=-100, reduction="sum"
+    )
+
+
+def shared_prefix(batch: Sequence[Example]) -> int:
+    """Tokens every example of the batch starts with, short of its prompt's last token (which
+    predicts the answer), or 0 when too few to be worth a separate forward."""
+    if len(batch) < 2:
+        return 0
+    first, n = batch[0].ids, min(e.prompt_len for e in batch) - 1
+    for e in batch[1:]:
+        n = next((i for i in range(n) if e.ids[i] != first[i]), n)
+    return n if n >= MIN_SHARED_PREFIX else 0
+
+
+def _prefix_cache(model: Any, prefix: list[int], rows: int) -> Any:
+    """Keys and values of `prefix`, computed once and repeated for `rows` rows (with grad).
+
+    In training, LoRA dropout on the prefix is drawn once for all rows rather than per row:
+    the same expectation, a little less noise.
+    """
+    import torch
+    from transformers import DynamicCache
+
+    dev = next(model.parameters()).device
+    cache = DynamicCache(config=model.config)
+    model(
+        input_ids=torch.tensor([prefix], device=dev),
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache.batch_repeat_interleave(rows)
+    return cache
+
+
+def _targets(batch: Sequence[Example], start: int, width: int, concat: bool = False) -> Any:
+    """Next-token targets from position `start` on: the answer token a position predicts, else
+    -100. One row per example, or (concat) one row for all of them end to end."""
+    import torch
+
+    rows = torch.full((1 if concat else len(batch), width), -100, dtype=torch.long)
+    offset = 0
+    for i, e in enumerate(batch):
+        row, base = (0, offset) if concat else (i, -start)
+        # Position j predicts token j + 1; the answer starts at prompt_len.
+        first, end = base + e.prompt_len - 1, base + len(e.ids) - 1
+        rows[row, first:end] = torch.tensor(e.ids[e.prompt_len :])
+        offset += len(e.ids)
+    return rows

@@ -5,8 +5,9 @@ import pytest
 
 from training.config import ALL_LINEAR, TrainConfig
 from training.errors import TrainingError
+from training.formats import to_prompt_completion
 from training.report import val_summary
-from training.sft import finish, resume_point, save_adapter, to_prompt_completion
+from training.run import finish, resume_point, save_adapter
 from training.sweep import results_table
 
 
@@ -158,3 +159,34 @@ def test_best_validation_loss_comes_from_trained_steps_only(tmp_path) -> None:
     )
     assert (tmp_path / "run" / "loss.png").read_bytes()[:4] == b"\x89PNG"
     assert val_summary(None, []) == {"base_val_loss": None, "best_val_loss": None}
+
+
+def test_config_fields_give_every_option_its_type_default_and_help() -> None:
+    from dataclasses import dataclass, field, fields
+    from typing import get_args
+
+    from training.config import config_fields
+    from training.curation import PrepareConfig
+
+    for cls in (TrainConfig, PrepareConfig):
+        described = config_fields(cls)
+        assert [f.name for f in described] == [f.name for f in fields(cls)]
+        assert all(f.help for f in described)
+        cls(**{f.name: f.default for f in described})  # the defaults make a valid config
+    train = {f.name: f for f in config_fields(TrainConfig)}
+    assert (train["rank"].type, train["rank"].default) == (int, 8)
+    assert (train["target_modules"].type, train["target_modules"].default) == (
+        list[str],
+        ALL_LINEAR,
+    )
+    assert train["threads"].default == 0 and "CPU threads" in train["threads"].help
+    prep = {f.name: f for f in config_fields(PrepareConfig)}
+    assert get_args(prep["pii"].type) == ("redact", "drop", "keep")
+    assert prep["dedup_threshold"].default == 0.8
+
+    @dataclass
+    class Undocumented:
+        x: int = field(default=1)
+
+    with pytest.raises(TypeError, match="Undocumented.x has no help text"):
+        config_fields(Undocumented)

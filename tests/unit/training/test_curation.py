@@ -6,9 +6,9 @@ import pytest
 from training.curation import PrepareConfig, prepare, quality_problem, split_by_cluster
 from training.dedup import clusters
 from training.errors import TrainingError
-from training.formats import read_jsonl
+from training.formats import read_jsonl, to_prompt_completion
 from training.manifest import sha256_file
-from training.sft import exemplar_prompts, to_prompt_completion
+from training.run import exemplar_prompts
 
 
 def chat(q, a):
