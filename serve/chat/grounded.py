@@ -36,6 +36,8 @@ from retrieval.grounding import (
     cited_sources,
     coverage,
     grounding,
+    key_terms,
+    mentions,
 )
 from retrieval.prompt import DEFAULT_TEMPLATE, Source, assemble, get_template
 from retrieval.search import SearchResult
@@ -162,7 +164,14 @@ def prepare(
 ) -> tuple[Grounded, list[dict[str, Any]]]:
     """Coverage, then (if covered) the messages with the sources in the last user turn."""
     hits = [defang(h) for h in result.hits]
-    covered = coverage(query, hits, policy.rag_min_relevance)
+    if route == "combined":
+        # The ask carries a payload for the adapter (an address, names) that the documents
+        # need not hold: relevant hits, or hits holding one of its names or codes, will do.
+        covered = coverage(query, hits, policy.rag_min_relevance, check_terms=False)
+        if not covered.covered and any(mentions(h, t) for h in hits for t in key_terms(query)):
+            covered = Coverage(True, "", covered.top)
+    else:
+        covered = coverage(query, hits, policy.rag_min_relevance)
     rag = Grounded(
         route,
         query,

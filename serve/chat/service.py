@@ -205,14 +205,17 @@ class ChatService:
         )
 
     def _fall_back(self, tenant: Tenant, decision: Decision, rag: Grounded) -> bool:
-        """Documents silent and the policy says fallback: answer on the path without retrieval
-        (rag -> prompt, combined -> adapter) where the policy allows it. False: refuse."""
+        """Documents silent: answer on the path without retrieval where the policy says
+        fallback and allows the path (rag -> prompt); combined -> adapter always (the adapter's
+        task stands without the documents). False: refuse."""
         to = {"rag": "prompt", "combined": "adapter"}[decision.route]
-        if tenant.policy.rag_not_covered != "fallback" or to not in tenant.policy.routes:
+        policy = tenant.policy
+        if to == "prompt" and (policy.rag_not_covered != "fallback" or to not in policy.routes):
             return False
+        why = "policy rag_not_covered=fallback" if to == "prompt" else "the adapter's own task"
         decision.reason += (
             f"; the documents do not cover this ({rag.coverage.reason}): answered on the "
-            f"{to} path without sources (policy rag_not_covered=fallback)"
+            f"{to} path without sources ({why})"
         )
         decision.route = to
         rag.outcome = "fallback"

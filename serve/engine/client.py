@@ -123,22 +123,20 @@ class EngineClient:
             return await self.litellm.acompletion(
                 model=model, messages=messages, **self._single, **params
             )
+        lt = self.litellm
+        unreachable = (lt.APIConnectionError, lt.InternalServerError, lt.ServiceUnavailableError)
         try:
             return await self.router.acompletion(model=model, messages=messages, **params)
-        except self.litellm.APIConnectionError:
-            # A replica that is down refuses the connection, and litellm never cools a
-            # deployment down for that (nor does its retry avoid the one that failed): try each
-            # replica once, directly; a refused connection costs a millisecond.
-            pass
-        failure: Exception | None = None
+        except unreachable as exc:
+            # A replica that is down refuses the connection (litellm reports it as a 500 or a
+            # connection error), and the Router's retry may pick the same replica again: try
+            # each replica once, directly; a refused connection costs a millisecond.
+            failure: Exception = exc
         for replica in random.sample(self._replicas, len(self._replicas)):
             try:
-                return await self.litellm.acompletion(
-                    model=model, messages=messages, **replica, **params
-                )
-            except self.litellm.APIConnectionError as exc:
+                return await lt.acompletion(model=model, messages=messages, **replica, **params)
+            except unreachable as exc:
                 failure = exc
-        assert failure is not None
         raise failure
 
     def _map_error(self, exc: Exception) -> Exception:

@@ -52,3 +52,16 @@ async def test_all_replicas_down_is_the_connection_error(client, monkeypatch) ->
     with pytest.raises(lt.APIConnectionError):
         await client._acompletion("m", [{"role": "user", "content": "hi"}], {})
     await client.close()
+
+
+async def test_a_cannot_connect_500_fails_over_too(client, monkeypatch) -> None:
+    """litellm's aiohttp transport reports a refused connection as an InternalServerError."""
+    lt = client.litellm
+
+    async def router_call(**kwargs):
+        raise lt.InternalServerError(
+            message="Cannot connect to host 127.0.0.1:9", llm_provider="hosted_vllm", model="m"
+        )
+
+    monkeypatch.setattr(client.router, "acompletion", router_call)
+    assert await client._acompletion("m", [{"role": "user", "content": "hi"}], {}) == "answer"
