@@ -42,7 +42,15 @@ class ChatMessage(BaseModel):
         if self.role in ("system", "developer", "user") and self.content is None:
             raise ValueError(f"a {self.role} message needs 'content'")
         for part in self.content if isinstance(self.content, list) else []:
-            if part.get("type") == "text" and not isinstance(part.get("text"), str):
+            kind = part.get("type")
+            if kind != "text":
+                # The served models read text only; a part of another (or no) type would
+                # fail inside the engine client instead of here.
+                raise ValueError(
+                    f"content part type {kind!r} is not supported: the served models read text "
+                    'only; send parts like {"type": "text", "text": "..."} or a string'
+                )
+            if not isinstance(part.get("text"), str):
                 raise ValueError("a content part of type 'text' needs a string 'text'")
         return self
 
