@@ -58,7 +58,11 @@ import httpx
 
 # This script's folder goes last: bench/retrieval.py must not shadow the retrieval package.
 BENCH = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH] + [str(BENCH)]
+sys.path[:] = (
+    [str(BENCH.parent)]
+    + [p for p in sys.path if Path(p or ".").resolve() not in (BENCH, BENCH.parent)]
+    + [str(BENCH)]
+)
 from common import pct, print_table, summary_ms, write_result  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

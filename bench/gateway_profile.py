@@ -36,7 +36,11 @@ import httpx
 
 # This script's folder goes last: bench/retrieval.py must not shadow the retrieval package.
 BENCH = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH] + [str(BENCH)]
+sys.path[:] = (
+    [str(BENCH.parent)]
+    + [p for p in sys.path if Path(p or ".").resolve() not in (BENCH, BENCH.parent)]
+    + [str(BENCH)]
+)
 from common import print_table, summary_ms, write_result  # noqa: E402
 from gateway_overhead import child, free_port, stop, wait_http  # noqa: E402
 
