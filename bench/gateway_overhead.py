@@ -35,6 +35,11 @@ running stacks, or with --start a checkout whose code runs a second gateway on t
     git archive main | tar -x -C /tmp/base
     .venv/bin/python bench/gateway_overhead.py --start --baseline /tmp/base -n 200
 
+With `--engine stub` (and --start) a stub that answers at once stands in for vLLM: the
+model's own time and variance leave the figures, the hops and the gateway's work remain:
+
+    .venv/bin/python bench/gateway_overhead.py --start --engine stub --baseline /tmp/base -n 300
+
 The proxy always runs as a child process of this script. Results:
 bench/results/gateway_overhead.json
 """
@@ -214,12 +219,37 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+class StubEngine:
+    """An OpenAI server that answers every chat completion at once (bench/gateway_profile.py's
+    stub), started and stopped like `VllmServer`: with it, what is timed is the HTTP hops and
+    the work in front of the engine, without the model's own variance."""
+
+    def __init__(self, port: int, log: Path) -> None:
+        self.port, self.log = port, log
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        script = str(BENCH / "gateway_profile.py")
+        self.proc = child([script, "--serve-stub", str(self.port)], self.log)
+
+    def wait_ready(self) -> None:
+        wait_http(f"{self.url}/health", self.proc, 60)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+
+
 class Started:
     """vLLM (launched as `loraplex up` launches it) and a gateway in a temporary data dir;
     with `baseline_tree`, a second gateway on the same vLLM and data, run from that checkout's
     code (to compare two versions of the gateway in one interleaved run)."""
 
-    def __init__(self, model_dir: Path, baseline_tree: Path | None = None) -> None:
+    def __init__(
+        self, model_dir: Path, baseline_tree: Path | None = None, engine: str = "vllm"
+    ) -> None:
         from serve.engine.launcher import VllmServer
         from serve.settings import Settings
 
@@ -233,13 +263,17 @@ class Started:
             vllm_api_key=self.vllm_key,
             vllm_max_model_len=2048,
         )
-        self.vllm = VllmServer(self.settings, model_dir, data / "logs" / "vllm.log")
+        self.vllm: VllmServer | StubEngine = (
+            StubEngine(self.settings.vllm_port, data / "logs" / "stub.log")
+            if engine == "stub"
+            else VllmServer(self.settings, model_dir, data / "logs" / "vllm.log")
+        )
         self.baseline_tree = baseline_tree
         self.gateways: dict[str, str] = {}  # name: URL
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def __enter__(self) -> Started:
-        print(f"starting vLLM on {self.vllm.url} (about 30-60 s on a CPU)", flush=True)
+        print(f"starting the engine on {self.vllm.url}", flush=True)
         self.vllm.start()
         try:
             self.vllm.wait_ready()
@@ -286,9 +320,16 @@ class Started:
 
 
 async def measure(
-    calls: dict[str, Call], model: str, n: int, max_tokens: int, on_mode: Callable[..., None]
+    calls: dict[str, Call],
+    model: str,
+    n: int,
+    max_tokens: int,
+    on_mode: Callable[..., None],
+    settle_s: float = 0.0,
 ) -> dict[str, dict[str, list[float | None]]]:
-    """Samples per mode and path; a request that fails is counted (`errors`), not timed."""
+    """Samples per mode and path; a request that fails is counted (`errors`), not timed.
+    `settle_s`: seconds to wait after the first warm-up rounds (a gateway started just now
+    may still be loading models its first requests asked for)."""
     samples: dict[str, dict[str, list[float | None]]] = {}
     names = list(calls)
     for mode in MODES:
@@ -303,6 +344,10 @@ async def measure(
         for _ in range(5):  # warm every path (connections, caches, vLLM's prefix cache)
             for name in names:
                 await calls[name](body)
+        if settle_s > 0:
+            print(f"waiting {settle_s:g} s for the gateways to settle", flush=True)
+            await asyncio.sleep(settle_s)
+            settle_s = 0.0
         got: dict[str, list[float | None]] = {name: [] for name in names}
         errors: dict[str, int] = dict.fromkeys(names, 0)
         for i in range(n):
@@ -395,7 +440,7 @@ async def run(
             }
             for name, url in gateways.items():
                 calls[name] = http_call(client, f"{url}{path}", auth)
-            await measure(calls, args.model, args.n, args.max_tokens, on_mode)
+            await measure(calls, args.model, args.n, args.max_tokens, on_mode, args.settle)
     finally:
         stop(proxy)
         log.unlink(missing_ok=True)
@@ -405,7 +450,14 @@ async def run(
 def save(args: argparse.Namespace, results: dict[str, Any]) -> Path:
     return write_result(
         "gateway_overhead",
-        {"n": args.n, "started": args.start, "label": args.label, "results": results},
+        {
+            "n": args.n,
+            "started": args.start,
+            "settle_s": args.settle,
+            "label": args.label,
+            "engine": args.engine if args.start else "running stack",
+            "results": results,
+        },
     )
 
 
@@ -428,15 +480,30 @@ def main() -> None:
         help="also measure this gateway: a URL, or with --start a checkout whose code\n"
         "runs a second gateway (e.g. `git worktree add /tmp/base main`)",
     )
+    ap.add_argument(
+        "--settle",
+        type=float,
+        default=None,
+        help="seconds to wait after the first warm-up requests before measuring\n"
+        "(default: 45 with --start, where the gateways were started just now; else 0)",
+    )
+    ap.add_argument(
+        "--engine",
+        choices=("vllm", "stub"),
+        default="vllm",
+        help="with --start: vLLM, or a stub that answers at once (isolates the hops)",
+    )
     ap.add_argument("--label", default="", help="kept in the JSON (e.g. a commit)")
     ap.add_argument("--serve-proxy", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.settle is None:
+        args.settle = 45.0 if args.start else 0.0
     if args.serve_proxy is not None:
         serve_proxy(args.serve_proxy, args.vllm, os.environ.get("LORAPLEX_BENCH_VLLM_KEY") or None)
         return
     if args.start:
         baseline = Path(args.baseline).resolve() if args.baseline else None
-        with Started(args.model_dir, baseline) as stack:
+        with Started(args.model_dir, baseline, args.engine) as stack:
             args.vllm = stack.vllm.url
             key = (stack.settings.data_dir / "demo_key").read_text().strip()
             results = asyncio.run(run(args, stack.gateways, key, stack.vllm_key))

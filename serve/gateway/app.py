@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -25,6 +27,8 @@ from serve.monitor.loop import ProductionLoop
 from serve.monitor.stats import Accumulator
 from serve.services import Services
 from serve.settings import Settings
+
+log = logging.getLogger("loraplex.gateway")
 
 
 def build_state(settings: Settings, urls: list[str]) -> AppState:
@@ -80,6 +84,16 @@ def build_state(settings: Settings, urls: list[str]) -> AppState:
     )
 
 
+def warm_up(state: AppState) -> None:
+    """Load what the first requests would otherwise load: the embedding model (routing,
+    retrieval and the drift monitor share it). A failure is logged and left to the request
+    that needs the model, which reports it to its caller."""
+    try:
+        state.services.embedder.embed(["warm-up"])
+    except Exception as exc:  # noqa: BLE001 - start-up goes on; the request path reports it
+        log.warning("the embedding model did not load at start-up: %s", exc)
+
+
 def create_app(settings: Settings, vllm_urls: list[str] | None = None) -> FastAPI:
     """Build the gateway. `vllm_urls`: the replicas to use (default: settings.vllm_urls)."""
     urls = list(vllm_urls or settings.vllm_urls)
@@ -96,6 +110,10 @@ def create_app(settings: Settings, vllm_urls: list[str] | None = None) -> FastAP
         )
         if state.loop is not None:
             state.loop.start()
+        # Load the embedding model now, in the background: loaded by the first request that
+        # needs it, its imports and start-up held the GIL and both cores for tens of seconds
+        # while that request and the ones after it waited (bench/gateway_overhead.py).
+        warm = asyncio.get_running_loop().run_in_executor(None, warm_up, state)
         try:
             yield
         finally:
@@ -107,6 +125,8 @@ def create_app(settings: Settings, vllm_urls: list[str] | None = None) -> FastAP
             await state.engine.close()
             await state.hotswap.aclose()
             state.services.db.dispose()
+            if not warm.done():
+                log.info("the embedding model was still loading at shutdown")
 
     app = FastAPI(
         title="loraplex",

@@ -10,10 +10,10 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import ValidationError
-from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 
 from serve.chat.grounded import Grounded
@@ -22,6 +22,7 @@ from serve.chat.service import ChatOutcome, loraplex_block, route_block
 from serve.errors import ServiceError, engine_unavailable, kind_of, model_not_found
 from serve.gateway.deps import ChatDep, RegistryDep, SettingsDep, StateDep, TenantDep
 from serve.gateway.errors import error_body, status_of, validation_error
+from serve.gateway.sse import EventStream
 from serve.gateway.state import AppState
 from serve.quotas import Admission, QuotaLimiter
 from serve.routing import Decision
@@ -196,17 +197,24 @@ async def chat_completions(
         events = stream_events(outcome, req, done, on_chunk)
         if admission is not None:
             events = counted(events, quotas, admission)
-        return EventSourceResponse(events, headers=headers, ping=15, sep="\n")
+        return EventStream(events, headers)
     if record.trace is not None and outcome.body is not None:
         record.trace.body(outcome.body)
     usage = (outcome.body or {}).get("usage")
     record(200, req.model, decision, usage)
     if admission is None:
-        return JSONResponse(outcome.body, headers=headers)
+        return json_response(outcome.body, headers)
     admission.tokens = total_tokens(usage)
     # Counted after the answer is sent: the database write is not on the caller's clock.
-    return JSONResponse(
-        outcome.body, headers=headers, background=BackgroundTask(quotas.finish, admission)
+    return json_response(outcome.body, headers, BackgroundTask(quotas.finish, admission))
+
+
+def json_response(
+    body: Any, headers: dict[str, str], background: BackgroundTask | None = None
+) -> Response:
+    """A JSON response encoded with orjson (a tenth of the standard encoder's time)."""
+    return Response(
+        orjson.dumps(body), media_type="application/json", headers=headers, background=background
     )
 
 
@@ -293,7 +301,7 @@ async def stream_events(
             if on_chunk is not None:
                 on_chunk(chunk)
             sent += 1
-            yield json.dumps(chunk, separators=(",", ":"))
+            yield orjson.dumps(chunk).decode()
         status = 200
     except Exception as exc:  # noqa: BLE001 - a stream cannot change its status; say so inline
         status = 503
