@@ -28,8 +28,10 @@ HEADERS = {
 
 class EventStream(Response):
     """An ASGI response sending `events` (the data of each event, already encoded as text)
-    as server-sent events. When the client goes away the events' iterator is closed at once
-    (its clean-up runs: the engine's request is aborted), not at its next event."""
+    as server-sent events. The events run in the request's own task, with no task or timer
+    per event; one watcher task waits for the client to go away (then cancels the request's
+    task at once, so the events' clean-up runs and the engine's request is aborted, not at
+    their next event) and sends a ping when nothing was sent for `ping_s` seconds."""
 
     def __init__(
         self, events: AsyncIterator[str], headers: Mapping[str, str], ping_s: float = 15.0
@@ -40,45 +42,48 @@ class EventStream(Response):
         self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in merged.items()]
         self.status_code = 200
         self.background = None
+        self._left = False  # the client went away (the watcher cancelled the request's task)
+        self._sent_at = 0.0
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
-        gone = asyncio.ensure_future(_disconnected(receive))
-        iterator = self.events.__aiter__()
+        self._sent_at = loop.time()
+        watcher = asyncio.ensure_future(self._watch(receive, send, task))
         try:
-            while True:
-                step = asyncio.ensure_future(iterator.__anext__())
-                while True:
-                    done, _ = await asyncio.wait(
-                        (step, gone), timeout=self.ping_s, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if gone in done:
-                        step.cancel()
-                        with contextlib.suppress(BaseException):
-                            await step
-                        return
-                    if step in done:
-                        break
-                    await send({"type": "http.response.body", "body": PING, "more_body": True})
-                try:
-                    data = step.result()
-                except StopAsyncIteration:
-                    break
+            async for data in self.events:
                 body = b"data: " + data.encode() + b"\n\n"
                 await send({"type": "http.response.body", "body": body, "more_body": True})
+                self._sent_at = loop.time()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not self._left:
+                raise  # cancelled from elsewhere (the server shutting down): not ours to keep
+            task.uncancel()
         finally:
-            gone.cancel()
-            close = getattr(iterator, "aclose", None)
+            watcher.cancel()
+            close = getattr(self.events, "aclose", None)
             if close is not None:
                 with contextlib.suppress(Exception):
                     await close()
 
-
-async def _disconnected(receive: Any) -> None:
-    """Returns once the client has gone away (the request body was read before the stream
-    began, so `receive` has nothing else to say)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
+    async def _watch(self, receive: Any, send: Any, task: asyncio.Task[Any]) -> None:
+        """Until the client goes away (the request body was read before the stream began, so
+        `receive` has nothing else to say), pinging a stream that has been silent."""
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), self.ping_s)
+            except TimeoutError:
+                if loop.time() - self._sent_at >= self.ping_s * 0.99:
+                    await send({"type": "http.response.body", "body": PING, "more_body": True})
+                    self._sent_at = loop.time()
+                continue
+            if message["type"] == "http.disconnect":
+                self._left = True
+                task.cancel()
+                return
