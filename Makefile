@@ -16,7 +16,9 @@ BROKEN := torchvision torchaudio torchcodec
 
 .PHONY: up test install model lint format bench clean
 
-up: install model
+# `loraplex up` prepares the base model itself when it is missing; a separate `model` step would
+# start another Python process (about 2 s) just to find it there.
+up: install
 	$(VENV)/bin/loraplex up
 
 test: install model

@@ -70,6 +70,33 @@ def make_random_adapter(model_dir: Path, out: Path, seed: int, rank: int = 8) ->
     return out
 
 
+def make_random_adapters(model_dir: Path, out: Path, seeds: list[int], rank: int = 8) -> list[Path]:
+    """Many random adapters like `make_random_adapter`'s, the base model loaded once: one
+    directory per seed under `out` (32 adapters in seconds rather than minutes)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    cfg = LoraConfig(
+        r=rank, lora_alpha=rank, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
+    peft_model = get_peft_model(model, cfg)
+    lora = [
+        m
+        for name, m in peft_model.named_modules()
+        if name.endswith(("lora_A.default", "lora_B.default"))
+    ]
+    paths = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        for module in lora:
+            module.reset_parameters()  # nn.Linear's init, as init_lora_weights=False leaves it
+        peft_model.save_pretrained(out / f"adapter-{seed}")
+        paths.append(out / f"adapter-{seed}")
+    return paths
+
+
 def zip_dir(path: Path) -> bytes:
     import io
     import zipfile

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from datasketch import MinHash, MinHashLSH
+if TYPE_CHECKING:
+    from datasketch import MinHash
 
 WORD = re.compile(r"\w+")
 
@@ -19,6 +21,10 @@ def shingles(text: str, n: int = 3) -> set[str]:
 
 def minhash(text: str, num_perm: int = 128) -> MinHash:
     """MinHash signature of the word 3-gram shingles (fixed seed: reproducible clusters)."""
+    # Imported here: datasketch pulls in SciPy (0.4 s), which every `loraplex` command,
+    # `loraplex up` included, would otherwise pay for at start because the CLI imports this.
+    from datasketch import MinHash
+
     m = MinHash(num_perm=num_perm, seed=1)
     for s in shingles(text):
         m.update(s.encode())
@@ -37,6 +43,8 @@ def clusters(texts: list[str], threshold: float = 0.8, num_perm: int = 128) -> l
             parent[i] = parent[parent[i]]
             i = parent[i]
         return i
+
+    from datasketch import MinHashLSH
 
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
     hashes = [minhash(t, num_perm) for t in texts]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import signal
 import sys
+import threading
 from types import FrameType
 from typing import Annotated
 
@@ -66,12 +67,26 @@ def prepare_model(settings: Settings) -> None:
     check_model_dir(model_dir)
 
 
+def warm_up(services: Services) -> None:
+    """Load what the gateway's first requests would otherwise wait for: litellm (a 3 s import)
+    and the embedding model (imports, ONNX session; the router, retrieval and the drift monitor
+    share it). Run while vLLM starts, whose start-up leaves a core idle most of the time."""
+    from serve.engine.client import _import_litellm
+
+    _import_litellm()
+    try:
+        _ = services.embedder.dim
+    except Exception as exc:  # noqa: BLE001 - the first request that needs it reports it
+        console.print(f"embedding model not loaded ahead of the first request: {exc}")
+
+
 def run_stack(settings: Settings) -> None:
-    """Prepare, start, serve; on exit or Ctrl-C stop everything this process started."""
-    import uvicorn
+    """Prepare, start, serve; on exit or Ctrl-C stop everything this process started.
 
-    from serve.gateway.app import create_app, server_config
-
+    vLLM starts first, as soon as the base model is there: it takes longest. The gateway gets
+    ready meanwhile (its imports, the database and demo tenant, litellm and the embedding model
+    in a background thread) and starts serving as soon as vLLM answers.
+    """
     signal.signal(signal.SIGTERM, _sigterm)
     server: VllmServer | None = None
     supervisor: Supervisor | None = None
@@ -97,15 +112,26 @@ def run_stack(settings: Settings) -> None:
             )
             try:
                 server.start()
+            except LaunchError as exc:
+                raise RuntimeError(str(exc)) from None
+            urls = [server.url]
+        services = Services(settings)
+        threading.Thread(target=warm_up, args=(services,), name="warm-up", daemon=True).start()
+        import uvicorn
+
+        from serve.gateway.app import create_app, server_config
+
+        bootstrap.admin_key(settings)
+        demo = bootstrap.demo_tenant(settings, services.tenants)
+        config = server_config(create_app(settings, urls, services=services), settings)
+        if server is not None:
+            try:
                 server.wait_ready(progress=True)
             except LaunchError as exc:
                 raise RuntimeError(str(exc)) from None
             console.print("\nvLLM ready")
-            urls = [server.url]
             supervisor = Supervisor(server, console.print)
             supervisor.start()
-        bootstrap.admin_key(settings)
-        demo = bootstrap.demo_tenant(settings, Services(settings).tenants)
         url = f"http://{settings.host}:{settings.port}"
         console.print(f"[bold green]loraplex gateway:[/bold green] {url}/v1")
         console.print(f"admin key: {settings.data_dir / 'admin_key'} (or LORAPLEX_ADMIN_KEY)")
@@ -114,7 +140,7 @@ def run_stack(settings: Settings) -> None:
             shown = demo_key or f"(see {settings.data_dir / 'demo_key'})"
             console.print(f"demo tenant [bold]{name}[/bold] key: {shown}")
         console.print(f"base model: {settings.base_model}")
-        uvicorn.Server(server_config(create_app(settings, urls), settings)).run()
+        uvicorn.Server(config).run()
     except KeyboardInterrupt:
         console.print("stopping")
     finally:

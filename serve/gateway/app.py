@@ -31,14 +31,15 @@ from serve.settings import Settings
 log = logging.getLogger("loraplex.gateway")
 
 
-def build_state(settings: Settings, urls: list[str]) -> AppState:
-    """Every long-lived client and service of one gateway process."""
+def build_state(settings: Settings, urls: list[str], services: Services | None = None) -> AppState:
+    """Every long-lived client and service of one gateway process; `services` when the caller
+    built them already (`loraplex up` does, to migrate and warm them while vLLM starts)."""
     key = settings.vllm_api_key.get_secret_value() if settings.vllm_api_key else None
     engine = EngineClient(
         urls, timeout_s=settings.request_timeout_s, num_retries=settings.num_retries, api_key=key
     )
     hotswap = HotSwapper(urls, api_key=key)
-    services = Services(settings)
+    services = services or Services(settings)
     services.serving = ReplicaSync(services.registry, hotswap)
     services.embedder.threads = settings.embedding_threads
     chat_service = ChatService(
@@ -94,15 +95,18 @@ def warm_up(state: AppState) -> None:
         log.warning("the embedding model did not load at start-up: %s", exc)
 
 
-def create_app(settings: Settings, vllm_urls: list[str] | None = None) -> FastAPI:
-    """Build the gateway. `vllm_urls`: the replicas to use (default: settings.vllm_urls)."""
+def create_app(
+    settings: Settings, vllm_urls: list[str] | None = None, services: Services | None = None
+) -> FastAPI:
+    """Build the gateway. `vllm_urls`: the replicas to use (default: settings.vllm_urls);
+    `services`: built already by the caller (default: built in the lifespan)."""
     urls = list(vllm_urls or settings.vllm_urls)
     if not urls:
         raise ValueError("no vLLM URL: start one (`loraplex up`) or set LORAPLEX_VLLM_URLS")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = build_state(settings, urls)
+        state = build_state(settings, urls, services)
         state.request_log.open()
         app.state.loraplex = state
         operator = (

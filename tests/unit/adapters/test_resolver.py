@@ -35,3 +35,19 @@ def test_resolves_name_version_and_served_name(registry, make, tmp_path, monkeyp
         assert (found.lora_name, found.lora_path) == (name, str(want.path))
     for unknown in ("nope", "faq@9", "faq-v9", "faq@beta"):
         assert resolve(unknown) is None, unknown
+
+
+def test_the_registry_is_opened_on_the_first_lookup_only(registry, make, tmp_path) -> None:
+    """vLLM loads the plugin in each of its processes; only the API server ever resolves."""
+    opened: list[int] = []
+
+    def open_registry():
+        opened.append(1)
+        return registry
+
+    inner = resolver.RegistryResolver(open_registry)
+    assert opened == []
+    v1 = registry.register(make(tmp_path / "1", seed=1), "faq", owner="acme")
+    assert inner.lookup("faq").path == v1.path
+    assert inner.lookup("nope") is None
+    assert opened == [1]
