@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -63,6 +64,7 @@ from common import (  # noqa: E402
 )
 
 REPO = BENCH.parent
+LOGS = BENCH / "results" / "multi_adapter-logs"  # each started stack's logs, kept for reading
 MSG = [{"role": "user", "content": "Write a short story about a robot."}]
 
 
@@ -81,15 +83,21 @@ class Stack:
     results: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def stop(self) -> None:
-        """Ctrl-C the `loraplex up` this script started (it stops its vLLM)."""
-        if self.proc is None or self.proc.poll() is not None:
+        """Ctrl-C the `loraplex up` this script started (it stops its vLLM); keep its logs."""
+        if self.proc is None:
             return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
         self.log.close()
+        data_dir = Path(self.log.name).parent
+        LOGS.mkdir(parents=True, exist_ok=True)
+        for log in (data_dir / "up.log", data_dir / "logs" / "vllm.log"):
+            if log.is_file():
+                shutil.copyfile(log, LOGS / f"{self.label}-{log.name}")
 
 
 def free_port() -> int:
@@ -166,24 +174,30 @@ async def sample_running(stack: Stack, stop: asyncio.Event, into: list[float]) -
 async def batch(stack: Stack, models: list[str], n: int, tokens: int) -> dict[str, Any]:
     """`n` concurrent requests round-robin over `models`; tokens/s and vLLM's concurrency."""
     running: list[float] = []
+    errors: list[str] = []
     stop = asyncio.Event()
     load = os.getloadavg()[0]
     async with httpx.AsyncClient(base_url=stack.gateway, timeout=900) as http:
 
         async def one(i: int) -> int:
-            resp = await http.post(
-                "/v1/chat/completions",
-                headers={"Authorization": f"Bearer {stack.key}"},
-                json={
-                    "model": models[i % len(models)],
-                    "messages": MSG,
-                    "max_tokens": tokens,
-                    "temperature": 0.8,
-                    "seed": i,
-                    "ignore_eos": True,
-                },
-            )
-            resp.raise_for_status()
+            try:
+                resp = await http.post(
+                    "/v1/chat/completions",
+                    headers={"Authorization": f"Bearer {stack.key}"},
+                    json={
+                        "model": models[i % len(models)],
+                        "messages": MSG,
+                        "max_tokens": tokens,
+                        "temperature": 0.8,
+                        "seed": i,
+                        "ignore_eos": True,
+                    },
+                )
+                resp.raise_for_status()
+            except httpx.HTTPError as exc:
+                # Counted and shown, not fatal: one stall on shared cores must not void a run.
+                errors.append(str(exc)[:200])
+                return 0
             return int(resp.json()["usage"]["completion_tokens"])
 
         sampler = asyncio.create_task(sample_running(stack, stop, running))
@@ -200,6 +214,8 @@ async def batch(stack: Stack, models: list[str], n: int, tokens: int) -> dict[st
         "running_mean": round(statistics.fmean(busy), 1) if busy else None,
         "running_max": max(running) if running else None,
         "load_1m": round(load, 2),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
     }
 
 
@@ -284,6 +300,7 @@ def main() -> None:
                 "tokens_per_s": statistics.median(r["tokens_per_s"] for r in runs),
                 "running_mean": statistics.median(r["running_mean"] or 0 for r in runs),
                 "running_max": max(r["running_max"] or 0 for r in runs),
+                "errors": sum(r["errors"] for r in runs),
                 "rounds": runs,
             }
         one = per.get(label_of(1), {}).get("tokens_per_s")
@@ -314,6 +331,10 @@ def main() -> None:
         columns,
         rows,
     )
+    for stack in stacks:
+        for label, entry in summary[stack.label].items():
+            if entry["errors"]:
+                print(f"{stack.label}, {label}: {entry['errors']} failed requests (not counted)")
     path = write_result(
         "multi_adapter",
         {

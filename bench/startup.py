@@ -22,12 +22,12 @@ later one is a restart, the common case. Repetition 0 is reported as "first star
 over the rest as "restart". vLLM's own log adds its internal phases (API server up, engine
 core up, worker up, weights loaded, engine initialised).
 
-Two versions side by side: --baseline DIR is another checkout (e.g. `git archive main | tar -x
--C /tmp/base`) whose `serve` runs in alternate repetitions with this one's, so both see the same
+Versions side by side: --baseline DIR is another checkout (e.g. `git archive main | tar -x
+-C /tmp/base`) whose `serve` runs in turn with this one's, in a rotated order, so all see the same
 machine load. The load average is recorded before each start.
 
     .venv/bin/python bench/startup.py -n 4
-    .venv/bin/python bench/startup.py -n 4 --baseline /tmp/base
+    .venv/bin/python bench/startup.py -n 4 --baseline /tmp/base [--baseline /tmp/other ...]
 
 Results: bench/results/startup.json
 """
@@ -251,19 +251,27 @@ def main() -> None:
         "-n", "--reps", type=int, default=4, help="starts per checkout (first + restarts)"
     )
     ap.add_argument("--model-dir", type=Path, default=REPO / "data" / "models" / MODEL)
-    ap.add_argument("--baseline", type=Path, default=None, help="another checkout to interleave")
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        action="append",
+        default=[],
+        help="another checkout to interleave (repeat for several; labelled by folder name)",
+    )
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds for one start")
     args = ap.parse_args()
     if not (args.model_dir / "config.json").is_file():
         sys.exit(f"no prepared base model at {args.model_dir}: run `loraplex models pull` first")
     runs: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="loraplex-startup-") as tmp:
-        trees = [Tree("this checkout", REPO, args.model_dir, Path(tmp))]
-        if args.baseline is not None:
-            trees.insert(0, Tree("baseline", args.baseline.resolve(), args.model_dir, Path(tmp)))
+        trees = [
+            Tree(f"baseline {b.name}", b.resolve(), args.model_dir, Path(tmp))
+            for b in args.baseline
+        ]
+        trees.append(Tree("this checkout", REPO, args.model_dir, Path(tmp)))
         for rep in range(args.reps):
-            # Alternate which checkout goes first, so neither always follows the other's stop.
-            for tree in trees if rep % 2 == 0 else trees[::-1]:
+            # Rotate which checkout goes first, so none always follows the same other one.
+            for tree in trees[rep % len(trees) :] + trees[: rep % len(trees)]:
                 result = one_start(tree, rep, args.timeout)
                 runs.setdefault(tree.label, []).append(result)
                 shown = {k: round(v, 2) for k, v in result.items() if isinstance(v, float)}
@@ -296,7 +304,7 @@ def main() -> None:
         "startup",
         {
             "reps": args.reps,
-            "baseline": str(args.baseline) if args.baseline else None,
+            "baselines": [str(b) for b in args.baseline],
             "summary": summary,
             "runs": runs,
         },

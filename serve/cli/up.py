@@ -67,25 +67,23 @@ def prepare_model(settings: Settings) -> None:
     check_model_dir(model_dir)
 
 
-def warm_up(services: Services) -> None:
-    """Load what the gateway's first requests would otherwise wait for: litellm (a 3 s import)
-    and the embedding model (imports, ONNX session; the router, retrieval and the drift monitor
-    share it). Run while vLLM starts, whose start-up leaves a core idle most of the time."""
+def warm_up() -> None:
+    """Import litellm (about 3 s, most of what the gateway's own start costs) while vLLM starts.
+
+    The embedding model is not loaded here: on 2 cores shared with vLLM's start, loading it too
+    (about 8 s of CPU) made vLLM's start 4-8 s slower (bench/startup.py); it loads on first use.
+    """
     from serve.engine.client import _import_litellm
 
     _import_litellm()
-    try:
-        _ = services.embedder.dim
-    except Exception as exc:  # noqa: BLE001 - the first request that needs it reports it
-        console.print(f"embedding model not loaded ahead of the first request: {exc}")
 
 
 def run_stack(settings: Settings) -> None:
     """Prepare, start, serve; on exit or Ctrl-C stop everything this process started.
 
     vLLM starts first, as soon as the base model is there: it takes longest. The gateway gets
-    ready meanwhile (its imports, the database and demo tenant, litellm and the embedding model
-    in a background thread) and starts serving as soon as vLLM answers.
+    ready meanwhile (its imports, the database and demo tenant, litellm in a background thread)
+    and starts serving as soon as vLLM answers.
     """
     signal.signal(signal.SIGTERM, _sigterm)
     server: VllmServer | None = None
@@ -116,7 +114,7 @@ def run_stack(settings: Settings) -> None:
                 raise RuntimeError(str(exc)) from None
             urls = [server.url]
         services = Services(settings)
-        threading.Thread(target=warm_up, args=(services,), name="warm-up", daemon=True).start()
+        threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
         import uvicorn
 
         from serve.gateway.app import create_app, server_config

@@ -61,11 +61,11 @@ def stack(tmp_path, monkeypatch) -> dict[str, Any]:
     (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
     FakeServer.events = []
     FakeServer.fail_start = False
-    seen: dict[str, Any] = {"events": FakeServer.events, "warmed": []}
+    seen: dict[str, Any] = {"events": FakeServer.events, "warmed": 0}
     monkeypatch.setattr(up_module.signal, "signal", lambda signum, handler: None)
     monkeypatch.setattr(up_module, "VllmServer", FakeServer)
     monkeypatch.setattr(up_module, "Supervisor", FakeSupervisor)
-    monkeypatch.setattr(up_module, "warm_up", lambda services: seen["warmed"].append(services))
+    monkeypatch.setattr(up_module, "warm_up", lambda: seen.update(warmed=seen["warmed"] + 1))
     real_create_app = app_module.create_app
 
     def create_app(settings: Settings, urls: list[str], services: Services | None = None) -> Any:
@@ -90,10 +90,9 @@ def test_vllm_starts_first_and_the_gateway_gets_ready_while_it_boots(stack) -> N
         "vllm stop",
     ]
     assert stack["urls"] == ["http://127.0.0.1:1"]
-    # One Services for the whole process: migrated once, warmed, then handed to the gateway.
-    services = stack["services"]
-    assert stack["warmed"] == [services]
-    assert services.tenants.get("demo") is not None
+    assert stack["warmed"] == 1
+    # One Services for the whole process: migrated once, then handed to the gateway.
+    assert stack["services"].tenants.get("demo") is not None
 
 
 def test_a_vllm_that_fails_to_start_is_stopped_and_reported(stack) -> None:
