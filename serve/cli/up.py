@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 import signal
 import sys
-import threading
 from types import FrameType
 from typing import Annotated
 
@@ -82,8 +81,8 @@ def run_stack(settings: Settings) -> None:
     """Prepare, start, serve; on exit or Ctrl-C stop everything this process started.
 
     vLLM starts first, as soon as the base model is there: it takes longest. The gateway gets
-    ready meanwhile (its imports, the database and demo tenant, litellm in a background thread)
-    and starts serving as soon as vLLM answers.
+    ready meanwhile (its imports, the database and demo tenant, litellm) and starts serving as
+    soon as vLLM answers.
     """
     signal.signal(signal.SIGTERM, _sigterm)
     server: VllmServer | None = None
@@ -114,7 +113,6 @@ def run_stack(settings: Settings) -> None:
                 raise RuntimeError(str(exc)) from None
             urls = [server.url]
         services = Services(settings)
-        threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
         import uvicorn
 
         from serve.gateway.app import create_app, server_config
@@ -122,6 +120,9 @@ def run_stack(settings: Settings) -> None:
         bootstrap.admin_key(settings)
         demo = bootstrap.demo_tenant(settings, services.tenants)
         config = server_config(create_app(settings, urls, services=services), settings)
+        # In this thread, not another: two threads importing overlapping module graphs at
+        # once can see each other's half-initialised modules (an ImportError at start).
+        warm_up()
         if server is not None:
             try:
                 server.wait_ready(progress=True)

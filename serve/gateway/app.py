@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,8 +25,6 @@ from serve.monitor.loop import ProductionLoop
 from serve.monitor.stats import Accumulator
 from serve.services import Services
 from serve.settings import Settings
-
-log = logging.getLogger("loraplex.gateway")
 
 
 def build_state(settings: Settings, urls: list[str], services: Services | None = None) -> AppState:
@@ -85,16 +81,6 @@ def build_state(settings: Settings, urls: list[str], services: Services | None =
     )
 
 
-def warm_up(state: AppState) -> None:
-    """Load what the first requests would otherwise load: the embedding model (routing,
-    retrieval and the drift monitor share it). A failure is logged and left to the request
-    that needs the model, which reports it to its caller."""
-    try:
-        state.services.embedder.embed(["warm-up"])
-    except Exception as exc:  # noqa: BLE001 - start-up goes on; the request path reports it
-        log.warning("the embedding model did not load at start-up: %s", exc)
-
-
 def create_app(
     settings: Settings, vllm_urls: list[str] | None = None, services: Services | None = None
 ) -> FastAPI:
@@ -114,10 +100,6 @@ def create_app(
         )
         if state.loop is not None:
             state.loop.start()
-        # Load the embedding model now, in the background: loaded by the first request that
-        # needs it, its imports and start-up held the GIL and both cores for tens of seconds
-        # while that request and the ones after it waited (bench/gateway_overhead.py).
-        warm = asyncio.get_running_loop().run_in_executor(None, warm_up, state)
         try:
             yield
         finally:
@@ -129,8 +111,6 @@ def create_app(
             await state.engine.close()
             await state.hotswap.aclose()
             state.services.db.dispose()
-            if not warm.done():
-                log.info("the embedding model was still loading at shutdown")
 
     app = FastAPI(
         title="loraplex",
