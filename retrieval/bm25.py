@@ -136,6 +136,15 @@ class LexicalIndex:
                 return None
             return str(self._texts[i]), dict(self._metas[i] or {})
 
+    def document_frequency(self, term: str) -> int:
+        """How many live chunks hold `term` (a token as `tokenize` makes it)."""
+        with self._lock:
+            i = self._vocab.get(term)
+            if i is None:
+                return 0
+            rows = np.frombuffer(self._post_rows[i], dtype=np.int32)
+            return int(np.frombuffer(self._alive, dtype=np.uint8)[rows].sum())
+
     def search(
         self,
         query: str,

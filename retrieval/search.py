@@ -4,10 +4,12 @@ Fusion. Each leg ranks its candidates (ties share a rank) and reciprocal rank fu
 1 / (60 + rank) over the legs. The lexical leg votes with tolerance: BM25 scores within 10% of
 each other share a rank, and in hybrid mode matches under 10% of the best BM25 score do not vote
 at all (see `fusion.py`). In hybrid mode a third ranking joins when the query holds identifiers
-(a letter and a digit in one token, like SKU-4471): candidates containing them verbatim, most
-first.
-Embeddings blur such tokens, and without this ranking an exact match that only BM25 ranks first
-ties with the dense leg's favourite (bench/retrieval.py measures the difference).
+(a letter and a digit in one token, like SKU-4471) or rare names (a capitalised word that at
+most `max(3, 0.5%)` of the chunks hold, like a customer's or a product's name): candidates
+containing them verbatim (heading or text), most first.
+Embeddings blur such tokens (a made-up name means little to MiniLM), and without this ranking
+an exact match that only BM25 ranks first ties with the dense leg's favourite, which matched the
+query's other words (bench/retrieval.py and bench/combined.py measure the difference).
 
 Scores returned per hit:
 - `score`: the fused score divided by the best one possible with the rankings that took part
@@ -17,7 +19,7 @@ Scores returned per hit:
 - `dense`: cosine similarity of query and chunk embeddings (also filled for chunks only BM25
   found, from their stored vectors); `bm25`: the raw BM25 score (None where BM25 did not match).
 - `relevance`: how well the chunk answers, in [0, 1]: its dense cosine similarity, or 1.0 when
-  it contains an identifier from the query verbatim.
+  it contains an identifier or a rare name from the query verbatim.
 
 `strength` summarises relevance for the router: `top` (best relevance), `margin` (best minus
 second best) and `fused_top` (the first hit's `score`). Relevance, not the fused score, because
@@ -37,7 +39,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from retrieval.bm25 import LexicalIndex
+from retrieval.bm25 import STOPWORDS, LexicalIndex, lexical_text
 from retrieval.embeddings import Embedder
 from retrieval.errors import RetrievalError
 from retrieval.fusion import LEXICAL_FLOOR, LEXICAL_TIE, RRF_K, normalised, ranks, rrf
@@ -47,6 +49,11 @@ log = logging.getLogger(__name__)
 MODES = ("hybrid", "dense", "bm25")
 MAX_TOP_K = 50
 IDENTIFIER_RE = re.compile(r"(?<![\w-])(?=[\w-]*[A-Za-z])(?=[\w-]*\d)[A-Za-z0-9][\w-]*[A-Za-z0-9]")
+# A capitalised word of three or more letters (names of people, products, places).
+NAME_RE = re.compile(r"(?<![\w-])[^\W\d_][^\W\d_]{2,}(?![\w-])")
+# A name is rare, and as telling as an identifier, when at most this many chunks hold it.
+RARE_MIN = 3
+RARE_SHARE = 0.005
 
 
 @dataclass
@@ -130,6 +137,26 @@ def identifiers(query: str) -> set[str]:
     return {m.lower() for m in IDENTIFIER_RE.findall(query) if len(m) >= 3}
 
 
+def rare_names(query: str, lexical: LexicalIndex) -> set[str]:
+    """Capitalised words of `query`, lower-cased, that few chunks of `lexical` hold (at least
+    one, at most `RARE_MIN` or `RARE_SHARE` of them): candidates for a name the dense leg
+    cannot place (`search_collection` keeps those the chunks write capitalised, see `_named`)."""
+    limit = max(RARE_MIN, int(len(lexical) * RARE_SHARE))
+    words = {w.lower() for w in NAME_RE.findall(query) if w[0].isupper()}
+    return {w for w in words - STOPWORDS if 0 < lexical.document_frequency(w) <= limit}
+
+
+def _named(word: str, texts: list[str]) -> bool:
+    """Whether `word` is written capitalised wherever `texts` hold it: a name ("Orlia"), not a
+    common word that opened the query's sentence ("Can I pay ..." against "you can pay")."""
+    found = [
+        m.group()
+        for text in texts
+        for m in re.finditer(rf"(?<![\w-]){re.escape(word)}(?![\w-])", text, re.IGNORECASE)
+    ]
+    return bool(found) and all(w[0].isupper() for w in found)
+
+
 def _contains(text: str, ident: str) -> bool:
     return re.search(rf"(?<![\w-]){re.escape(ident)}(?![\w-])", text.lower()) is not None
 
@@ -178,10 +205,12 @@ def search_collection(
         for cid in lexical_scores:
             if cid not in records and (held := lexical.record(cid)) is not None:
                 records[cid] = held
-    idents = identifiers(query)
+    texts = {cid: lexical_text(text, meta) for cid, (text, meta) in records.items()}
+    names = {n for n in rare_names(query, lexical) if _named(n, list(texts.values()))}
+    idents = identifiers(query) | names
     exact = {
         cid: float(n)
-        for cid, (text, _) in records.items()
+        for cid, text in texts.items()
         if (n := sum(_contains(text, i) for i in idents))
     }
     # The floor keeps weak lexical matches from outvoting the dense leg; in bm25 mode there is

@@ -8,7 +8,14 @@ from retrieval import bm25
 from retrieval.errors import RetrievalError
 from retrieval.fusion import normalised, rrf
 from retrieval.ingest import IngestReport, expand_paths, load_paths
-from retrieval.search import Hit, check_request, identifiers, search_collection, strength
+from retrieval.search import (
+    Hit,
+    check_request,
+    identifiers,
+    rare_names,
+    search_collection,
+    strength,
+)
 from retrieval.store import ChromaStore, check_tenant, chroma_where, collection_name
 
 
@@ -108,6 +115,39 @@ def test_bm25_mode_keeps_weak_matches_that_hybrid_leaves_out_of_fusion() -> None
 def test_identifiers_need_a_letter_and_a_digit() -> None:
     assert identifiers("How much is SKU-4471, and E1234?") == {"sku-4471", "e1234"}
     assert identifiers("ships in 3-5 days for 2024, size A4") == set()
+
+
+def accounts():
+    """Account records: one names the person asked about, the others hold the query's other
+    words ("age", "city"). The dense leg (keywords only) ranks the others first."""
+    texts = [f"Person{i}: age {20 + i}, city Red Town." for i in range(8)]
+    texts.append("Orlia (27) moved to Basel last spring.")
+    texts.append("Red Town accounts: you can pay by card.")
+    ids = [f"p{i}" for i in range(10)]
+    metas = [
+        {"doc_id": "accounts", "source": "accounts.md", "heading": f"Account {i}"} for i in ids
+    ]
+    col = FakeCollection(ids, texts, OneHot().embed(texts), metas)
+    return col, bm25.build(ids, texts, metas, "v1")
+
+
+def test_a_rare_name_in_the_query_ranks_the_chunk_that_holds_it_first() -> None:
+    col, index = accounts()
+    query = "The name, city and age as red JSON. Text: Orlia, from our files."
+    assert rare_names(query, index) == {"orlia"}  # "Text", "JSON": no chunk holds them
+    hits = search_collection(col, index, OneHot(), query, top_k=3).hits
+    assert hits[0].text.startswith("Orlia") and hits[0].relevance == 1.0
+    # Without the name ranking the name's chunk ties with the dense leg's favourite and loses.
+    plain = search_collection(col, index, OneHot(), query, top_k=3, identifier_leg=False).hits
+    assert not plain[0].text.startswith("Orlia")
+    # A name many chunks hold is not rare; lower-case words are not names.
+    assert rare_names("Red Town", index) == set()
+    assert rare_names("orlia and basel", index) == set()
+    assert index.document_frequency("orlia") == 1 and index.document_frequency("nope") == 0
+    # A rare word that opened the question but is a common word in the chunks is not a name.
+    assert rare_names("Can I pay by card?", index) == {"can"}
+    asked = search_collection(col, index, OneHot(), "Can I pay by card?", top_k=3).hits
+    assert all(h.relevance < 1.0 for h in asked)
 
 
 def test_strength_top_and_margin() -> None:
