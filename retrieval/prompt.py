@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from retrieval.errors import RetrievalError
@@ -122,6 +122,17 @@ def get_template(template: str | Template) -> Template:
             "unknown_template",
         )
     return found
+
+
+def adapter_template(template: str | Template = DEFAULT_TEMPLATE) -> Template:
+    """`template` as the combined path (an adapter plus sources) uses it: a user-turn template
+    puts the ask in as written, with no worked example. The adapter answers in the format it
+    was trained on; a prose example to imitate pulled a JSON adapter into prose. Training data
+    for such an adapter is rendered with this same template (`training.synthetic`)."""
+    found = get_template(template)
+    if found.placement != "user":
+        return found
+    return replace(found, question="{question}", example=None)
 
 
 @dataclass
@@ -280,9 +291,11 @@ def _example_turns(template: Template) -> list[dict[str, Any]]:
     return [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
 
 
-def _with_sources(
+def with_sources(
     messages: list[dict[str, Any]], sources: Sequence[Source], template: Template
 ) -> list[dict[str, Any]]:
+    """A copy of `messages` with `sources` placed as `template` says (no selection, no budget:
+    `assemble` does both)."""
     out = [dict(m) for m in messages]
     if not sources:
         return out
@@ -359,7 +372,7 @@ def assemble(
     sources = [Source.from_hit(n, h) for n, h in enumerate(selected, 1)]
     budget = context_window - max_tokens
     while True:
-        out = _with_sources(messages, sources, chosen)
+        out = with_sources(messages, sources, chosen)
         used = count_messages(out, counter)
         if used <= budget or not sources:
             break

@@ -39,7 +39,7 @@ from retrieval.grounding import (
     key_terms,
     mentions,
 )
-from retrieval.prompt import DEFAULT_TEMPLATE, Source, assemble, get_template
+from retrieval.prompt import DEFAULT_TEMPLATE, Source, adapter_template, assemble, get_template
 from retrieval.search import SearchResult
 from serve.tenants import TenantPolicy
 
@@ -183,11 +183,8 @@ def prepare(
     if not covered.covered:
         rag.outcome = "not_covered"
         return rag, messages
-    template = get_template(rag.template)
-    if route == "combined" and template.placement == "user":
-        # The adapter answers in the format it was trained on: the ask goes in as written,
-        # with no worked prose example to imitate (it pulled a JSON adapter into prose).
-        template = dataclasses.replace(template, question="{question}", example=None)
+    # The adapter answers in the format it was trained on: the ask goes in as written.
+    template = adapter_template(rag.template) if route == "combined" else get_template(rag.template)
     built = assemble(
         messages,
         hits,

@@ -231,27 +231,41 @@ def test_documents_ingested_and_changed_from_the_cli_are_answered_from(stack, tm
 
 @pytest.fixture(scope="module")
 def json_adapter(model_dir, tmp_path_factory) -> Path:
-    """The strict-JSON task adapter, trained here for a few steps (as test_training does)."""
+    """A strict-JSON adapter trained here on rows shaped as the combined path sends them
+    (`grounded_json_task`: the facts are in the sources, not in the ask), with
+    bench/combined.py's recipe: 120 rows, 10 steps of 8 (about a minute on two cores)."""
     from training.config import TrainConfig
     from training.curation import PrepareConfig, prepare
     from training.formats import write_jsonl
     from training.sft import train_sft
-    from training.synthetic import json_task
+    from training.synthetic import grounded_json_task
 
     root = tmp_path_factory.mktemp("gr-json")
-    write_jsonl(root / "raw.jsonl", json_task(60, seed=3))
+    write_jsonl(root / "raw.jsonl", grounded_json_task(120, seed=3))
     prepare([root / "raw.jsonl"], root / "data", PrepareConfig(dedup_threshold=1.0))
     cfg = TrainConfig(
         base_model_dir=model_dir,
-        max_steps=4,
-        eval_steps=2,
-        batch_size=4,
-        max_length=96,
+        max_steps=10,
+        eval_steps=10,
+        batch_size=8,
+        max_length=256,
         learning_rate=1e-3,
         rank=8,
         warmup_ratio=0.0,
     )
     return train_sft(cfg, root / "data", root / "run", progress=False).adapter_dir
+
+
+ACCOUNTS = """# Account holders
+
+## Account Kira
+
+Kira is 34 years old and lives in Oslo.
+
+## Account Bruno
+
+Bruno (58) moved to Lyon last spring.
+"""
 
 
 def test_combined_path_answers_with_the_adapter_and_the_documents(stack, json_adapter) -> None:
@@ -261,7 +275,7 @@ def test_combined_path_answers_with_the_adapter_and_the_documents(stack, json_ad
     from training.synthetic import INSTRUCTION
 
     shop = Tenant(stack, "gr-combined")
-    shop.ingest("accounts.md", "# Account Kira\n\nKira is 34 years old and lives in Oslo.\n")
+    shop.ingest("accounts.md", ACCOUNTS)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for f in json_adapter.iterdir():
@@ -273,20 +287,29 @@ def test_combined_path_answers_with_the_adapter_and_the_documents(stack, json_ad
             data={"name": "gr-json", "tenant": "gr-combined"},
         )
         assert resp.status_code == 201, resp.text
-    body = shop.ask(
-        f"{INSTRUCTION}\n\nText: Kira, the account holder in our records.",
-        route="combined",
-        loraplex={"adapter": "gr-json"},
-        max_tokens=40,
-    )
-    block = body["loraplex"]
-    assert block["route"] == "combined" and block["adapter"].startswith("gr-json@")
-    assert body["model"] == "gr-json"
-    assert block["sources"] and "Oslo" in block["sources"][0]["text"]
-    assert block["grounded"] is not None
-    answer = text_of(body)
-    parsed = json.loads(answer[answer.index("{") : answer.rindex("}") + 1])
-    assert isinstance(parsed, dict) and parsed.get("name") == "Kira", answer
-    # Whether a 4-step adapter carries the documents' city and age into its JSON is not
-    # reliable at 135M parameters: recorded, not asserted.
-    print("combined answer:", answer, "grounded:", block["grounded"])
+    # The asks name the people only: their city and age are in the documents alone.
+    people = [
+        ("Kira, the account holder in our records.", {"name": "Kira", "city": "Oslo", "age": 34}),
+        ("Our customer Bruno.", {"name": "Bruno", "city": "Lyon", "age": 58}),
+    ]
+    for text, expected in people:
+        ask = f"{INSTRUCTION}\n\nText: {text}"
+        body = shop.ask(ask, route="combined", loraplex={"adapter": "gr-json"}, max_tokens=40)
+        block = body["loraplex"]
+        assert block["route"] == "combined" and block["adapter"].startswith("gr-json@")
+        assert body["model"] == "gr-json"
+        assert block["sources"] and expected["city"] in block["sources"][0]["text"]
+        assert block["grounded"] is not None
+        answer = text_of(body)
+        # Strict JSON, nothing around it, with the age from the document. The age is copied
+        # token for token; the city is not asserted: inside a JSON string it is spelled with
+        # other tokens than in the source (" Oslo" there, "Os" + "lo" here) and at 135M the
+        # adapter's first token is a near tie for some cities (bench/combined.py measures it).
+        got = json.loads(answer)
+        assert list(got) == ["name", "city", "age"], answer
+        assert (got["name"], got["age"]) == (expected["name"], expected["age"]), (answer, block)
+        print("combined answer:", answer, "grounded:", block["grounded"])
+        # The same adapter without the documents: the format, but not the document's age.
+        alone = shop.ask(ask, route="adapter", loraplex={"adapter": "gr-json"}, max_tokens=40)
+        assert alone["loraplex"]["route"] == "adapter" and not alone["loraplex"].get("sources")
+        assert str(expected["age"]) not in text_of(alone), text_of(alone)

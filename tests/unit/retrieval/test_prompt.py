@@ -8,6 +8,7 @@ from retrieval.errors import RetrievalError
 from retrieval.prompt import (
     TEMPLATES,
     Template,
+    adapter_template,
     assemble,
     build_rag_messages,
     containment,
@@ -77,6 +78,19 @@ def test_sources_go_into_the_last_user_turn_and_the_system_message_stays() -> No
     )
     assert default[2]["content"] == "The Example lamp is green."
     assert default[3:] == [messages[1], messages[2], {"role": "user", "content": last}]
+
+
+def test_the_adapters_template_puts_the_ask_in_as_written_without_an_example() -> None:
+    ask = [{"role": "user", "content": "Extract as JSON. Text: the Zorvik kettle."}]
+    plain = adapter_template()
+    assert plain.example is None and plain.question == "{question}"
+    assert plain.header == get_template("reference").header
+    out = assemble(ask, [KETTLE], count_tokens=WORDS, template=plain).messages
+    assert [m["role"] for m in out] == ["user"]
+    assert out[0]["content"].endswith("</source 1>\n\nExtract as JSON. Text: the Zorvik kettle.")
+    assert adapter_template("system") is get_template("system")  # not a user-turn template
+    with pytest.raises(RetrievalError, match="unknown prompt template"):
+        adapter_template("nope")
 
 
 def test_the_old_system_placement_is_still_available() -> None:

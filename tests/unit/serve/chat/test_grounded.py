@@ -271,3 +271,27 @@ def test_the_base_models_tokenizer_counts(tmp_path) -> None:
     tok.save(str(tmp_path / "tokenizer.json"))
     count = token_counter(tmp_path)
     assert count is not None and count("the kettle is green") == 4
+
+
+def test_the_combined_path_sends_the_turn_grounded_training_rows_hold() -> None:
+    """An adapter trained on `training.synthetic.grounded_json_task` sees at serving time the
+    user turn it was trained on."""
+    from training.synthetic import INSTRUCTION, grounded_turn
+
+    record = "Kira is 34 years old and lives in Oslo."
+    found = Hit("a#0", "a", "accounts.md", "", record, 0.9, 0.6, dense=0.6, bm25=3.0)
+    found.metadata["heading"] = "Accounts > Account Kira"
+    ask = f"{INSTRUCTION}\n\nText: Kira, the account holder in our records."
+    rag, sent = prepare(
+        SearchResult(hits=[found], strength={}),
+        ask,
+        [{"role": "user", "content": ask}],
+        "combined",
+        TenantPolicy(),
+        RagDefaults(),
+        count_tokens=None,
+        context_window=2048,
+        max_tokens=64,
+    )
+    assert rag.outcome == "answered" and len(rag.sources) == 1
+    assert sent == [{"role": "user", "content": grounded_turn(ask, [("Account Kira", record)])}]
