@@ -206,6 +206,10 @@ class Recorder:
                 return
             self._pending.append(record)
 
+    def queued(self) -> int:
+        """Records waiting to be written."""
+        return len(self._pending)
+
     def pending(self) -> int:
         """Records waiting to be written or folded."""
         return len(self._pending) + len(self._written)

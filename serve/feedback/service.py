@@ -10,6 +10,7 @@ policy captures in full. At most one feedback per completion: posting again repl
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,7 @@ from serve.tenants import Tenant
 from training.pii import redact
 
 MAX_COMMENT_CHARS = 2000
+LOOKUP_EVERY_S = 0.05  # how often a completion not found yet is looked up again
 MAX_MESSAGES_CHARS = 64_000
 
 
@@ -122,12 +124,16 @@ class FeedbackService:
         *,
         max_correction_chars: int = 8000,
         before_lookup: Callable[[], object] | None = None,
+        lookup_wait_s: float = 0.0,
     ) -> None:
         """`before_lookup` runs when a completion is not found at first (the gateway's recorder
-        writes in batches: feedback sent right after its answer must still find it)."""
+        writes in batches: feedback sent right after its answer must still find it). Then, for
+        up to `lookup_wait_s`, the lookup is repeated: the answer may have come from another
+        gateway, whose record lands within its write interval."""
         self.engine = engine
         self.max_correction_chars = max_correction_chars
         self.before_lookup = before_lookup
+        self.lookup_wait_s = lookup_wait_s
 
     # -- completions ----------------------------------------------------------------------------
     def completion(self, tenant: Tenant, completion_id: str) -> CompletionRow | None:
@@ -135,6 +141,10 @@ class FeedbackService:
         row = self._completion(tenant, completion_id)
         if row is None and self.before_lookup is not None:
             self.before_lookup()
+            row = self._completion(tenant, completion_id)
+        deadline = time.monotonic() + self.lookup_wait_s
+        while row is None and time.monotonic() < deadline:
+            time.sleep(LOOKUP_EVERY_S)
             row = self._completion(tenant, completion_id)
         return row
 

@@ -21,7 +21,7 @@ from serve.gateway.metrics import Metrics
 from serve.gateway.requestlog import RequestLog
 from serve.gateway.routes import adapters, chat, documents, feedback, monitor, ops, tenants
 from serve.gateway.state import AppState
-from serve.monitor.loop import ProductionLoop
+from serve.monitor.loop import FEEDBACK_LOOKUP_WAIT_S, ProductionLoop
 from serve.monitor.stats import Accumulator
 from serve.services import Services
 from serve.settings import Settings
@@ -59,8 +59,10 @@ def build_state(settings: Settings, urls: list[str], services: Services | None =
         exemplar_vectors=services.router.exemplar_vectors,
         embed_missing=settings.monitor_embed_missing,
     )
-    # Feedback sent right after its answer finds the record even before the next flush.
+    # Feedback sent right after its answer finds the record even before the next flush; an
+    # answer from another gateway is in the database within that one's write interval.
     services.feedback.before_lookup = recorder.write
+    services.feedback.lookup_wait_s = FEEDBACK_LOOKUP_WAIT_S
     services.monitor.exemplar_vectors = services.router.exemplar_vectors
     metrics = Metrics()
     return AppState(

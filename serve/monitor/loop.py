@@ -1,6 +1,8 @@
 """The gateway's production loop: every few seconds, write what the requests did, update the
 drift gauges, judge running canaries (and roll back the worse ones), and, hourly, delete what
-is older than each tenant's retention period.
+is older than each tenant's retention period. Request records are written within
+`WRITE_EVERY_S` of the answer (a second task): feedback on an answer may reach another gateway
+at once, and finds the record only in the database.
 
 Nothing here runs on the request path; a failing step is logged and tried again next time.
 """
@@ -20,6 +22,12 @@ from serve.services import Services
 
 log = logging.getLogger("loraplex.monitor")
 PURGE_EVERY_S = 3600.0
+# Queued request records are written this often (their drift statistics at the next tick).
+WRITE_EVERY_S = 0.1
+# How long feedback looks for a completion it does not find at first: ten write intervals, so
+# another gateway's record lands meanwhile even when its database write is slow; an id nobody
+# issued is a 404 after this long.
+FEEDBACK_LOOKUP_WAIT_S = 1.0
 
 
 class ProductionLoop:
@@ -39,6 +47,7 @@ class ProductionLoop:
         self.metrics = metrics
         self.interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
         self._purged_at = float("-inf")
         self._warned: dict[
             str, set[tuple[str, str | None]]
@@ -47,15 +56,28 @@ class ProductionLoop:
 
     def start(self) -> None:
         """Run `tick` every `interval_s` in the background (inside the gateway's event loop)."""
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="production-loop")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name="production-loop")
+        self._writer = loop.create_task(self._write_soon(), name="request-records")
 
     async def stop(self) -> None:
         """Stop, writing what is still queued."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._writer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await asyncio.to_thread(self.recorder.flush)
+
+    async def _write_soon(self) -> None:
+        while True:
+            await asyncio.sleep(WRITE_EVERY_S)
+            if not self.recorder.queued():
+                continue
+            try:
+                await asyncio.to_thread(self.recorder.write)
+            except Exception:  # noqa: BLE001 - the next round tries again
+                log.exception("writing request records failed")
 
     async def _run(self) -> None:
         while True:

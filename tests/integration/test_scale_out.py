@@ -4,7 +4,8 @@
 - an adapter registered through one is listed and served through the other within a second;
 - a key revoked through one is refused by both within 5 s (the other's key cache);
 - documents ingested through one are found through the other, by the dense and the BM25 leg;
-- a tenant over its requests per minute on one gets 429 + Retry-After from the other.
+- a tenant over its requests per minute on one gets 429 + Retry-After from the other;
+- feedback on an answer from one, sent through the other the moment the answer arrives, is taken.
 
 Each gateway is `loraplex up` pointed at the running vLLM (LORAPLEX_VLLM_URLS), with a data
 dir of its own: nothing but the database, the Chroma server and the adapter artifacts' paths is
@@ -296,3 +297,27 @@ def test_a_tenant_over_its_rpm_on_one_gets_429_from_the_other(gateways) -> None:
     assert "2 requests per minute" in error["message"]
     # Another tenant is not affected.
     assert _chat(b, _tenant(b, "so-quota-other")).status_code == 200
+
+
+def test_feedback_on_an_answer_from_one_is_taken_by_the_other_at_once(gateways) -> None:
+    """A client rating an answer as soon as it arrives may reach another replica than the one
+    that answered, before that one's request record is written."""
+    a, b = gateways
+    key = _tenant(a, "so-feedback")
+    taken = []
+    for _ in range(3):
+        answer = _chat(a, key)
+        assert answer.status_code == 200, answer.text
+        with b.client(key) as client:
+            resp = client.post("/v1/feedback", json={"id": answer.json()["id"], "rating": "down"})
+        assert resp.status_code == 201, resp.text
+        taken.append(resp.json()["id"])
+    with b.client(key) as client:
+        listed = {f["id"] for f in client.get("/v1/feedback").json()["data"]}
+    assert set(taken) <= listed
+    # An id nobody issued is still a 404, not a wait for ever.
+    with b.client(key) as client:
+        started = time.monotonic()
+        missing = client.post("/v1/feedback", json={"id": "chatcmpl-nope", "rating": "up"})
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "completion_not_found"
+    assert time.monotonic() - started < 5

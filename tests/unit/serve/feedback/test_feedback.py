@@ -195,3 +195,49 @@ def test_retention_purges_old_records(loop_gateway) -> None:
     counts = gw.services.feedback.purge(gw.services.tenants.list())
     assert counts == {"feedback": 1, "completions": 1, "drift_buckets": 0}
     assert [r.id for r in rows(gw, CompletionRow)] == [new]
+
+
+def test_records_are_written_at_once_and_feedback_waits_for_another_gateways(
+    loop_gateway,
+) -> None:
+    import threading
+    import time
+
+    from sqlalchemy import delete
+    from sqlalchemy.orm import make_transient
+
+    from serve.monitor.loop import FEEDBACK_LOOKUP_WAIT_S
+
+    gw = loop_gateway
+    auth = gw.tenant("acme")
+    cid = gw.chat(auth, "What is the capital of France?").json()["id"]
+    # Written without a tick of the loop (its interval here is an hour), within a moment.
+    deadline = time.monotonic() + 2
+    while cid not in {r.id for r in rows(gw, CompletionRow)}:
+        assert time.monotonic() < deadline, "the request record was not written"
+        time.sleep(0.02)
+    # The same record as if another gateway answered and its write lands 0.3 s from now.
+    with Session(gw.services.db) as s:
+        row = s.get(CompletionRow, cid)
+        s.expunge(row)
+        s.execute(delete(CompletionRow).where(CompletionRow.id == cid))
+        s.commit()
+    make_transient(row)
+
+    def land() -> None:
+        with Session(gw.services.db) as s:
+            s.add(row)
+            s.commit()
+
+    threading.Timer(0.3, land).start()
+    started = time.monotonic()
+    resp = gw.client.post("/v1/feedback", json={"id": cid, "rating": "down"}, headers=auth)
+    assert resp.status_code == 201, resp.text
+    assert 0.25 <= time.monotonic() - started < FEEDBACK_LOOKUP_WAIT_S + 0.5
+    # An id nobody issued: a 404 once the wait is over.
+    started = time.monotonic()
+    resp = gw.client.post(
+        "/v1/feedback", json={"id": "chatcmpl-nope", "rating": "up"}, headers=auth
+    )
+    assert resp.status_code == 404
+    assert FEEDBACK_LOOKUP_WAIT_S <= time.monotonic() - started < FEEDBACK_LOOKUP_WAIT_S + 1
