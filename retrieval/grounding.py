@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from retrieval.search import identifiers
+from retrieval.search import identifiers, whole_word
 
 NOT_COVERED = (
     "The documents I can search do not cover this question, so I cannot answer it from them."
@@ -244,9 +244,7 @@ def _mentions(haystack: str, term: str) -> bool:
     forms = {term}
     if len(term) > 3 and not any(c.isdigit() for c in term):
         forms |= {term.removesuffix("'s"), term.removesuffix("s"), term.removesuffix("es")}
-    return any(
-        re.search(rf"(?<![\w-]){re.escape(form)}(?![\w-])", haystack) is not None for form in forms
-    )
+    return any(whole_word(form).search(haystack) is not None for form in forms)
 
 
 def mentions(hit: Any, term: str) -> bool:

@@ -146,19 +146,22 @@ def rare_names(query: str, lexical: LexicalIndex) -> set[str]:
     return {w for w in words - STOPWORDS if 0 < lexical.document_frequency(w) <= limit}
 
 
+def whole_word(word: str, flags: int = 0) -> re.Pattern[str]:
+    """`word` standing alone: not part of a longer word, code or hyphenated name."""
+    return re.compile(rf"(?<![\w-]){re.escape(word)}(?![\w-])", flags)
+
+
 def _named(word: str, texts: list[str]) -> bool:
     """Whether `word` is written capitalised wherever `texts` hold it: a name ("Orlia"), not a
     common word that opened the query's sentence ("Can I pay ..." against "you can pay")."""
-    found = [
-        m.group()
-        for text in texts
-        for m in re.finditer(rf"(?<![\w-]){re.escape(word)}(?![\w-])", text, re.IGNORECASE)
-    ]
+    pattern = whole_word(word, re.IGNORECASE)
+    found = [m.group() for text in texts for m in pattern.finditer(text)]
     return bool(found) and all(w[0].isupper() for w in found)
 
 
-def _contains(text: str, ident: str) -> bool:
-    return re.search(rf"(?<![\w-]){re.escape(ident)}(?![\w-])", text.lower()) is not None
+def contains(text: str, ident: str) -> bool:
+    """Whether `text` holds `ident` (lower-cased) as a whole word, in any case."""
+    return whole_word(ident).search(text.lower()) is not None
 
 
 def search_collection(
@@ -206,12 +209,13 @@ def search_collection(
             if cid not in records and (held := lexical.record(cid)) is not None:
                 records[cid] = held
     texts = {cid: lexical_text(text, meta) for cid, (text, meta) in records.items()}
-    names = {n for n in rare_names(query, lexical) if _named(n, list(texts.values()))}
+    candidates = list(texts.values())
+    names = {n for n in rare_names(query, lexical) if _named(n, candidates)}
     idents = identifiers(query) | names
     exact = {
         cid: float(n)
         for cid, text in texts.items()
-        if (n := sum(_contains(text, i) for i in idents))
+        if (n := sum(contains(text, i) for i in idents))
     }
     # The floor keeps weak lexical matches from outvoting the dense leg; in bm25 mode there is
     # no other leg, and dropping them would return fewer than top_k real matches.

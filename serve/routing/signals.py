@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.registry import AdapterVersion
-from retrieval.search import SearchResult, identifiers
+from retrieval.search import SearchResult, contains, identifiers
 
 # Questions about prices, dates, policies, codes: what documents answer and weights do not.
 FACT_RE = re.compile(
@@ -162,11 +162,7 @@ def retrieval_signals(query: str, result: SearchResult | None) -> dict[str, floa
     if result is None or not result.hits:
         return {}
     idents = identifiers(query)
-    exact = any(
-        re.search(rf"(?<![\w-]){re.escape(i)}(?![\w-])", h.text.lower())
-        for h in result.hits
-        for i in idents
-    )
+    exact = any(contains(h.text, i) for h in result.hits for i in idents)
     strength = result.strength
     return {
         "retrieval_top": float(strength.get("top", 0.0)),
