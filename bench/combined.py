@@ -50,6 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import pct, print_table, resolve_keys, stack_args, write_result, zip_dir  # noqa: E402
 
 from training.synthetic import (  # noqa: E402
+    GROUNDED_RECIPE,
+    GROUNDED_ROWS,
     grounded_ask,
     grounded_json_task,
     json_task,
@@ -86,13 +88,13 @@ def train(args: argparse.Namespace, rows: list[dict[str, Any]], out: Path) -> tu
     prepare([out / "raw.jsonl"], out / "data", PrepareConfig(dedup_threshold=1.0))
     cfg = TrainConfig(
         base_model_dir=args.model_dir,
-        max_steps=args.steps,
-        eval_steps=args.steps,
-        batch_size=args.batch_size,
-        max_length=256,
-        learning_rate=args.learning_rate,
-        rank=8,
-        warmup_ratio=0.0,
+        **{
+            **GROUNDED_RECIPE,
+            "max_steps": args.steps,
+            "eval_steps": args.steps,
+            "batch_size": args.batch_size,
+            "learning_rate": args.learning_rate,
+        },
         threads=args.threads,
     )
     started = time.perf_counter()
@@ -253,11 +255,13 @@ def main() -> None:
     )
     ap.add_argument("--no-format-only", action="store_true", help="skip the format-only adapter")
     ap.add_argument("--people", type=int, default=48, help="people, one question each")
-    ap.add_argument("--train-rows", type=int, default=120, help="training rows per adapter")
+    ap.add_argument(
+        "--train-rows", type=int, default=GROUNDED_ROWS, help="training rows per adapter"
+    )
     # The integration test's recipe: the format and the reading in about a minute on 2 cores.
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--learning-rate", type=float, default=1e-3)
+    ap.add_argument("--steps", type=int, default=GROUNDED_RECIPE["max_steps"])
+    ap.add_argument("--batch-size", type=int, default=GROUNDED_RECIPE["batch_size"])
+    ap.add_argument("--learning-rate", type=float, default=GROUNDED_RECIPE["learning_rate"])
     ap.add_argument("--threads", type=int, default=0, help="training threads (0: torch's choice)")
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--concurrency", type=int, default=8)

@@ -233,26 +233,17 @@ def test_documents_ingested_and_changed_from_the_cli_are_answered_from(stack, tm
 def json_adapter(model_dir, tmp_path_factory) -> Path:
     """A strict-JSON adapter trained here on rows shaped as the combined path sends them
     (`grounded_json_task`: the facts are in the sources, not in the ask), with
-    bench/combined.py's recipe: 120 rows, 10 steps of 8 (about a minute on two cores)."""
+    `GROUNDED_RECIPE` (bench/combined.py trains with it too): about a minute on two cores."""
     from training.config import TrainConfig
     from training.curation import PrepareConfig, prepare
     from training.formats import write_jsonl
     from training.sft import train_sft
-    from training.synthetic import grounded_json_task
+    from training.synthetic import GROUNDED_RECIPE, GROUNDED_ROWS, grounded_json_task
 
     root = tmp_path_factory.mktemp("gr-json")
-    write_jsonl(root / "raw.jsonl", grounded_json_task(120, seed=3))
+    write_jsonl(root / "raw.jsonl", grounded_json_task(GROUNDED_ROWS, seed=3))
     prepare([root / "raw.jsonl"], root / "data", PrepareConfig(dedup_threshold=1.0))
-    cfg = TrainConfig(
-        base_model_dir=model_dir,
-        max_steps=10,
-        eval_steps=10,
-        batch_size=8,
-        max_length=256,
-        learning_rate=1e-3,
-        rank=8,
-        warmup_ratio=0.0,
-    )
+    cfg = TrainConfig(base_model_dir=model_dir, **GROUNDED_RECIPE)
     return train_sft(cfg, root / "data", root / "run", progress=False).adapter_dir
 
 
